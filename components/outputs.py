@@ -4,6 +4,8 @@ They are part of the public interface of a stack: renaming one breaks every cons
 live here once.
 """
 
+import re
+
 TRACKING_URI = "trackingUri"
 """URL the MLflow client uses (``MLFLOW_TRACKING_URI``)."""
 
@@ -21,5 +23,13 @@ IMAGE_REF = "imageRef"
 
 ADMIN_SECRET_ARN = "adminSecretArn"
 """ARN of the Secrets Manager secret with the MLflow admin ``username`` and ``password``."""
+
+DIGEST_REF_RE = re.compile(
+    r"^[a-z0-9][a-z0-9.\-]*(?::[0-9]+)?"        # registry[:port]
+    r"/[a-z0-9][a-z0-9._\-/]*"                  # /repository
+    r"(?::[A-Za-z0-9_][A-Za-z0-9_.\-]{0,127})?"  # optional :tag (informational only)
+    r"@sha256:[0-9a-f]{64}$")                   # the digest, which is what counts
+"""A digest reference ``<registry>/<repository>[:tag]@sha256:<64 lowercase hex>`` (never a tag
+alone): the only form the ``imageRef`` setting accepts and the only one ``deploy.promote`` copies between stacks."""
 
 ALL = (TRACKING_URI, LOAD_BALANCER_DNS, ARTIFACT_BUCKET, DATABASE_ENDPOINT, IMAGE_REF, ADMIN_SECRET_ARN)

@@ -1,0 +1,208 @@
+"""Database: Aurora Serverless v2 (MySQL or PostgreSQL), the backend and auth store of MLflow.
+
+Private by construction: subnet group on the isolated subnets, instances not publicly
+accessible, its own security group admitting the engine port only from the client (service)
+security group. Storage encrypted. The master password comes from pulumi-random and is kept,
+with host, port, user, database name and engine, in a Secrets Manager secret (JSON) that ECS
+injects into the task; it is never exported.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+ENGINES = {"mysql": ("aurora-mysql", 3306), "postgresql": ("aurora-postgresql", 5432)}
+"""Engine setting -> (Aurora engine name, port)."""
+DEFAULT_ENGINE_VERSION = {"mysql": "8.0.mysql_aurora.3.08.2", "postgresql": "16.6"}
+"""Versions used when none is given; both support 0 ACU (auto-pause)."""
+
+
+@dataclass(frozen=True, kw_only=True)
+class DatabaseArgs:
+    vpc_id: pulumi.Input[str]
+    """VPC of the database security group."""
+    subnet_ids: list[pulumi.Input[str]]
+    """Isolated subnets (at least two zones) for the DB subnet group."""
+    availability_zones: tuple[str, ...]
+    """Zones of those subnets; the writer goes in the first, a reader in the second."""
+    client_security_group_id: pulumi.Input[str]
+    """The only security group admitted on the engine port (the ECS service's)."""
+    engine: str = "mysql"
+    """``mysql`` (Aurora MySQL 3) or ``postgresql``."""
+    engine_version: str = "8.0.mysql_aurora.3.08.2"
+    """Aurora engine version (min 0 ACU needs MySQL >= 3.08 / PostgreSQL >= 13.15, 14.12, 15.7, 16.3)."""
+    min_acu: float = 0.5
+    """Serverless v2 minimum capacity, 0 to 256 in steps of 0.5 (0 = pause when idle)."""
+    max_acu: float = 4.0
+    """Serverless v2 maximum capacity, 1 to 256 and at least ``min_acu``."""
+    auto_pause_seconds: int = 3600
+    """Idle seconds before pausing (300 to 86400); used only when ``min_acu`` is 0."""
+    reader: bool = False
+    """Add a reader instance in the second zone (failover target)."""
+    backup_retention_days: int = 7
+    """Automated backup retention, 1 to 35 days."""
+    deletion_protection: bool = True
+    """RDS deletion protection on the cluster."""
+    final_snapshot: bool = True
+    """Take a final snapshot when the cluster is deleted."""
+    protect: bool = True
+    """Pulumi ``protect`` on the cluster, its instances, the password and the credentials secret."""
+    database_name: str = "mlflow"
+    """Tracking database created with the cluster."""
+    master_username: str = "mlflow"
+    """Master user (the server's user)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Tags on every resource."""
+
+    def __post_init__(self) -> None:
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine: one of {tuple(ENGINES)}, got {self.engine!r}")
+        if len(self.subnet_ids) < 2 or len(self.availability_zones) < 2:
+            raise ValueError("subnet_ids/availability_zones: at least two zones")
+        if not (0 <= self.min_acu <= 256 and (self.min_acu * 2).is_integer()):
+            raise ValueError(f"min_acu: 0 to 256 in steps of 0.5, got {self.min_acu!r}")
+        if not (1 <= self.max_acu <= 256 and (self.max_acu * 2).is_integer() and self.max_acu >= self.min_acu):
+            raise ValueError(f"max_acu: 1 to 256 in steps of 0.5 and >= min_acu, got {self.max_acu!r}")
+        if not 300 <= self.auto_pause_seconds <= 86400:
+            raise ValueError(f"auto_pause_seconds: 300 to 86400, got {self.auto_pause_seconds!r}")
+        if not 1 <= self.backup_retention_days <= 35:
+            raise ValueError(f"backup_retention_days: 1 to 35, got {self.backup_retention_days!r}")
+
+    @property
+    def port(self) -> int:
+        return ENGINES[self.engine][1]
+
+
+class Database(pulumi.ComponentResource):
+    endpoint: pulumi.Output[str]
+    """Writer endpoint (host name)."""
+    reader_endpoint: pulumi.Output[str]
+    """Reader endpoint (host name)."""
+    port: int
+    """Engine port (3306 / 5432)."""
+    database_name: str
+    """Tracking database name."""
+    username: str
+    """Master user name."""
+    engine: str
+    """``mysql`` or ``postgresql``."""
+    cluster_arn: pulumi.Output[str]
+    """ARN of the Aurora cluster."""
+    security_group_id: pulumi.Output[str]
+    """The database's security group."""
+    secret_arn: pulumi.Output[str]
+    """Secrets Manager secret: JSON ``host, port, username, password, dbname, engine``."""
+
+    def __init__(self, name: str, args: DatabaseArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("mlflowtracking:index:Database", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        data = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        tags = dict(args.tags)
+        engine_name, port = ENGINES[args.engine]
+
+        sg = aws.ec2.SecurityGroup(f"{name}-sg", vpc_id=args.vpc_id,
+                                   description=f"Aurora {args.engine}: port {port} from the MLflow service only",
+                                   tags={**tags, "Name": f"{name}-sg"}, opts=child)
+        aws.vpc.SecurityGroupIngressRule(f"{name}-from-service", security_group_id=sg.id, ip_protocol="tcp",
+                                         from_port=port, to_port=port,
+                                         referenced_security_group_id=args.client_security_group_id,
+                                         description="MLflow service", opts=child)
+        subnet_group = aws.rds.SubnetGroup(f"{name}-subnets", subnet_ids=args.subnet_ids,
+                                           description="Isolated subnets of the MLflow database", tags=tags, opts=child)
+
+        password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=data)
+
+        final_snapshot_id = None
+        if args.final_snapshot:
+            suffix = random.RandomId(f"{name}-final-snapshot-suffix", byte_length=4, opts=child)
+            final_snapshot_id = pulumi.Output.concat(f"{name}-final-", suffix.hex)
+
+        scaling: dict = {"min_capacity": args.min_acu, "max_capacity": args.max_acu}
+        if args.min_acu == 0:
+            scaling["seconds_until_auto_pause"] = args.auto_pause_seconds
+
+        cluster = aws.rds.Cluster(
+            f"{name}-cluster",
+            engine=engine_name,
+            engine_mode="provisioned",
+            engine_version=args.engine_version,
+            database_name=args.database_name,
+            master_username=args.master_username,
+            master_password=password.result,
+            port=port,
+            db_subnet_group_name=subnet_group.name,
+            vpc_security_group_ids=[sg.id],
+            storage_encrypted=True,
+            serverlessv2_scaling_configuration=scaling,
+            backup_retention_period=args.backup_retention_days,
+            preferred_backup_window="02:00-03:00",
+            copy_tags_to_snapshot=True,
+            deletion_protection=args.deletion_protection,
+            skip_final_snapshot=not args.final_snapshot,
+            final_snapshot_identifier=final_snapshot_id,
+            tags=tags,
+            opts=data,
+        )
+
+        instances = [("writer", args.availability_zones[0], 0)]
+        if args.reader:
+            instances.append(("reader", args.availability_zones[1], 1))
+        for role, zone, tier in instances:
+            aws.rds.ClusterInstance(
+                f"{name}-{role}",
+                cluster_identifier=cluster.id,
+                engine=engine_name,
+                engine_version=cluster.engine_version,
+                instance_class="db.serverless",
+                availability_zone=zone,
+                promotion_tier=tier,
+                publicly_accessible=False,
+                db_subnet_group_name=subnet_group.name,
+                auto_minor_version_upgrade=True,
+                tags=tags,
+                opts=data,
+            )
+
+        secret = aws.secretsmanager.Secret(
+            f"{name}-credentials",
+            description="MLflow database connection (host, port, username, password, dbname, engine)",
+            recovery_window_in_days=7 if args.protect else 0,
+            tags=tags,
+            opts=data,
+        )
+        aws.secretsmanager.SecretVersion(
+            f"{name}-credentials-value",
+            secret_id=secret.id,
+            secret_string=pulumi.Output.json_dumps({
+                "engine": args.engine,
+                "host": cluster.endpoint,
+                "port": port,
+                "username": args.master_username,
+                "password": password.result,
+                "dbname": args.database_name,
+            }),
+            opts=data,
+        )
+
+        self.endpoint = cluster.endpoint
+        self.reader_endpoint = cluster.reader_endpoint
+        self.port = port
+        self.database_name = args.database_name
+        self.username = args.master_username
+        self.engine = args.engine
+        self.cluster_arn = cluster.arn
+        self.security_group_id = sg.id
+        self.secret_arn = secret.arn
+        self.register_outputs({
+            "endpoint": self.endpoint,
+            "readerEndpoint": self.reader_endpoint,
+            "port": self.port,
+            "clusterArn": self.cluster_arn,
+            "securityGroupId": self.security_group_id,
+            "secretArn": self.secret_arn,
+        })

@@ -1,0 +1,471 @@
+"""Service: the MLflow server on ECS Fargate behind an Application Load Balancer.
+
+- Fargate task definition: cpu/memory (a valid Fargate pair), ephemeral storage (the artifact
+  spool, mounted as volume ``spool`` at ``/var/spool/mlflow``), CPU architecture, read-only root
+  file system, all Linux capabilities dropped, the image's non-root user, a container health
+  check, awslogs with a retention.
+- Configuration by environment only, per ``docs/contract.md``: plain values in ``environment``;
+  the database password, the admin user/password and the Flask secret key only in ``secrets``
+  (ECS reads them from Secrets Manager, ``<secret-arn>:<json-key>::``).
+- Task role: get/put/delete/list on the artifact prefix of the bucket, nothing else.
+  Execution role: pull the image, write its log group, read its own three secrets.
+- Service in private subnets without public IP, circuit breaker with rollback, CPU-target
+  autoscaling between min and max tasks.
+- ALB: security group admitting 80/443 only from ``allowed_cidrs``; HTTPS listener with the
+  certificate and an HTTP->HTTPS redirect (plain HTTP forward only without a certificate);
+  target group health check ``/health``; idle timeout passed to the container, which keeps
+  connections alive longer.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+import pulumi_random as random
+
+CONTAINER_NAME = "mlflow"
+CONTAINER_PORT = 5000
+SPOOL_VOLUME = "spool"
+SPOOL_PATH = "/var/spool/mlflow"
+HEALTHCHECK_COMMAND = ["CMD", "python3", "/app/entrypoint.py", "--healthcheck"]
+FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
+    256: (512, 1024, 2048),
+    512: tuple(range(1024, 4096 + 1, 1024)),
+    1024: tuple(range(2048, 8192 + 1, 1024)),
+    2048: tuple(range(4096, 16384 + 1, 1024)),
+    4096: tuple(range(8192, 30720 + 1, 1024)),
+    8192: tuple(range(16384, 61440 + 1, 4096)),
+    16384: tuple(range(32768, 122880 + 1, 8192)),
+}
+"""Fargate's valid cpu units -> memory MiB."""
+LOG_RETENTION_DAYS = (1, 3, 5, 7, 14, 30, 60, 90, 120, 150, 180, 365, 400, 545, 731, 1096, 1827, 2192,
+                      2557, 2922, 3288, 3653)
+ARCHITECTURES = ("X86_64", "ARM64")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ServiceArgs:
+    # --- network -----------------------------------------------------------------------------
+    vpc_id: pulumi.Input[str]
+    """VPC of the load balancer and the tasks."""
+    public_subnet_ids: list[pulumi.Input[str]]
+    """Subnets of an internet-facing load balancer."""
+    private_subnet_ids: list[pulumi.Input[str]]
+    """Subnets of the tasks (and of an internal load balancer)."""
+    service_security_group_id: pulumi.Input[str]
+    """Security group of the tasks (created by the composition; this component admits the ALB)."""
+    region: str
+    """AWS region (awslogs, ``AWS_REGION``)."""
+    account_id: str
+    """AWS account (scopes the roles' trust policy)."""
+    # --- image -------------------------------------------------------------------------------
+    image_ref: pulumi.Input[str]
+    """Digest reference of the server image."""
+    repository_arn: Optional[pulumi.Input[str]] = None
+    """ECR repository of the image (execution role may pull from it); ``None`` outside ECR."""
+    # --- task --------------------------------------------------------------------------------
+    cpu: int = 1024
+    """Fargate cpu units."""
+    memory: int = 2048
+    """Fargate memory (MiB), valid for ``cpu``."""
+    ephemeral_storage_gib: int = 30
+    """Task ephemeral storage 21..200 GiB: the artifact spool."""
+    cpu_architecture: str = "X86_64"
+    """``X86_64`` or ``ARM64``."""
+    workers: int = 2
+    """uvicorn workers (``MLFLOW_WORKERS``)."""
+    pool_size: int = 5
+    """``MLFLOW_SQLALCHEMYSTORE_POOL_SIZE``."""
+    max_overflow: int = 10
+    """``MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW``."""
+    enable_job_execution: bool = False
+    """``MLFLOW_SERVER_ENABLE_JOB_EXECUTION``."""
+    log_retention_days: int = 30
+    """CloudWatch Logs retention."""
+    # --- scaling -----------------------------------------------------------------------------
+    desired_count: int = 1
+    """Tasks started by a deployment."""
+    min_tasks: int = 1
+    """Autoscaling minimum."""
+    max_tasks: int = 1
+    """Autoscaling maximum (autoscaling when greater than ``min_tasks``)."""
+    cpu_target_percent: int = 60
+    """Target average CPU utilisation."""
+    # --- database ----------------------------------------------------------------------------
+    db_engine: str
+    """``mysql`` or ``postgresql``."""
+    db_host: pulumi.Input[str]
+    """Writer endpoint."""
+    db_port: int
+    """Engine port."""
+    db_name: str = "mlflow"
+    """Tracking database."""
+    db_user: str = "mlflow"
+    """Database user."""
+    db_secret_arn: pulumi.Input[str]
+    """Database secret (JSON key ``password``)."""
+    auth_db_name: str = "mlflow_auth"
+    """Database of the basic-auth user store (same server)."""
+    # --- artifacts ---------------------------------------------------------------------------
+    bucket_name: pulumi.Input[str]
+    """Artifact bucket."""
+    bucket_arn: pulumi.Input[str]
+    """ARN of the artifact bucket."""
+    artifact_prefix: str = "artifacts"
+    """Key prefix of the artifacts; the task role is scoped to it."""
+    bucket_kms_key_arn: Optional[str] = None
+    """KMS key of the bucket (task role may use it), if any."""
+    # --- auth --------------------------------------------------------------------------------
+    admin_username: str = "admin"
+    """MLflow admin user created on first start."""
+    auth_default_permission: str = "READ"
+    """``MLFLOW_AUTH_DEFAULT_PERMISSION``."""
+    auth_cache_ttl_seconds: int = 60
+    """``MLFLOW_AUTH_CACHE_TTL_SECONDS``."""
+    protect: bool = True
+    """Pulumi ``protect`` on the admin credentials (password and secret)."""
+    # --- load balancer -----------------------------------------------------------------------
+    alb_scheme: str = "internet-facing"
+    """``internet-facing`` or ``internal``."""
+    allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    """Networks admitted on 80/443 of the load balancer."""
+    certificate_arn: Optional[str] = None
+    """ACM certificate: HTTPS listener + HTTP redirect; ``None`` = plain HTTP (dev only)."""
+    domain_name: Optional[str] = None
+    """Custom domain (CNAME managed outside): tracking URI and allowed Host header."""
+    idle_timeout_seconds: int = 900
+    """ALB idle timeout; the server keeps connections alive longer."""
+    deletion_protection: bool = False
+    """ALB deletion protection."""
+    container_insights: bool = False
+    """CloudWatch Container Insights on the ECS cluster (extra cost)."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Tags on every resource."""
+
+    def __post_init__(self) -> None:
+        if self.memory not in FARGATE_MEMORY.get(self.cpu, ()):
+            raise ValueError(f"cpu/memory: not a Fargate pair: cpu {self.cpu}, memory {self.memory}")
+        if not 21 <= self.ephemeral_storage_gib <= 200:
+            raise ValueError(f"ephemeral_storage_gib: 21 to 200, got {self.ephemeral_storage_gib!r}")
+        if self.cpu_architecture not in ARCHITECTURES:
+            raise ValueError(f"cpu_architecture: one of {ARCHITECTURES}, got {self.cpu_architecture!r}")
+        if not (0 <= self.min_tasks <= self.desired_count <= self.max_tasks and self.max_tasks >= 1):
+            raise ValueError(f"tasks: 0 <= min <= desired <= max, max >= 1; got "
+                             f"{self.min_tasks}/{self.desired_count}/{self.max_tasks}")
+        if not 10 <= self.cpu_target_percent <= 90:
+            raise ValueError(f"cpu_target_percent: 10 to 90, got {self.cpu_target_percent!r}")
+        if self.log_retention_days not in LOG_RETENTION_DAYS:
+            raise ValueError(f"log_retention_days: one of {LOG_RETENTION_DAYS}, got {self.log_retention_days!r}")
+        if self.alb_scheme not in ("internet-facing", "internal"):
+            raise ValueError(f"alb_scheme: internet-facing or internal, got {self.alb_scheme!r}")
+        if not self.allowed_cidrs:
+            raise ValueError("allowed_cidrs: at least one network")
+        for cidr in self.allowed_cidrs:
+            ipaddress.ip_network(cidr, strict=True)
+        if not 1 <= self.idle_timeout_seconds <= 4000:
+            raise ValueError(f"idle_timeout_seconds: 1 to 4000, got {self.idle_timeout_seconds!r}")
+        if self.db_engine not in ("mysql", "postgresql"):
+            raise ValueError(f"db_engine: mysql or postgresql, got {self.db_engine!r}")
+        if self.workers < 1 or self.pool_size < 1 or self.max_overflow < 0:
+            raise ValueError("workers and pool_size: at least 1; max_overflow: at least 0")
+        if len(self.public_subnet_ids) < 2 or len(self.private_subnet_ids) < 2:
+            raise ValueError("subnets: at least two zones for the load balancer")
+
+
+def _statement(actions: list[str], resources: list, condition: Optional[dict] = None, sid: str = "") -> dict:
+    st: dict = {"Effect": "Allow", "Action": actions, "Resource": resources}
+    if sid:
+        st["Sid"] = sid
+    if condition:
+        st["Condition"] = condition
+    return st
+
+
+class Service(pulumi.ComponentResource):
+    load_balancer_dns_name: pulumi.Output[str]
+    """DNS name of the ALB."""
+    load_balancer_arn: pulumi.Output[str]
+    """ARN of the ALB."""
+    tracking_uri: pulumi.Output[str]
+    """What MLflow clients use: ``https://<domain or ALB DNS>`` (``http://`` without certificate)."""
+    admin_secret_arn: pulumi.Output[str]
+    """Secret with the admin ``username`` and ``password`` (JSON)."""
+    cluster_name: pulumi.Output[str]
+    """ECS cluster."""
+    service_name: pulumi.Output[str]
+    """ECS service."""
+    task_definition_arn: pulumi.Output[str]
+    """Current task definition."""
+    log_group_name: pulumi.Output[str]
+    """CloudWatch log group of the container."""
+    alb_security_group_id: pulumi.Output[str]
+    """Security group of the ALB."""
+    task_role_arn: pulumi.Output[str]
+    """Role of the running server (artifact prefix only)."""
+    execution_role_arn: pulumi.Output[str]
+    """Role ECS uses to start the task (image, logs, secrets)."""
+
+    def __init__(self, name: str, args: ServiceArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("mlflowtracking:index:Service", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        protected = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        tags = dict(args.tags)
+        https = args.certificate_arn is not None
+
+        # --- application secrets ---------------------------------------------------------
+        admin_password = random.RandomPassword(f"{name}-admin-password", length=32, special=False, opts=protected)
+        admin_secret = aws.secretsmanager.Secret(
+            f"{name}-admin", description="MLflow admin user (JSON: username, password)",
+            recovery_window_in_days=7 if args.protect else 0, tags=tags, opts=protected)
+        aws.secretsmanager.SecretVersion(
+            f"{name}-admin-value", secret_id=admin_secret.id,
+            secret_string=pulumi.Output.json_dumps({"username": args.admin_username,
+                                                    "password": admin_password.result}),
+            opts=protected)
+        flask_key = random.RandomPassword(f"{name}-flask-key", length=64, special=False, opts=child)
+        flask_secret = aws.secretsmanager.Secret(
+            f"{name}-flask-secret-key", description="MLflow Flask session/CSRF key (JSON: secret_key)",
+            recovery_window_in_days=7 if args.protect else 0, tags=tags, opts=child)
+        aws.secretsmanager.SecretVersion(
+            f"{name}-flask-secret-key-value", secret_id=flask_secret.id,
+            secret_string=pulumi.Output.json_dumps({"secret_key": flask_key.result}), opts=child)
+
+        # --- logs and roles ----------------------------------------------------------------
+        log_group = aws.cloudwatch.LogGroup(f"{name}-logs", retention_in_days=args.log_retention_days, tags=tags,
+                                            opts=child)
+        assume = pulumi.Output.json_dumps({
+            "Version": "2012-10-17",
+            "Statement": [{
+                "Effect": "Allow",
+                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
+                "Action": "sts:AssumeRole",
+                "Condition": {"StringEquals": {"aws:SourceAccount": args.account_id}},
+            }],
+        })
+        execution_role = aws.iam.Role(f"{name}-execution-role", assume_role_policy=assume,
+                                      description="ECS: pull the MLflow image, write its logs, read its secrets",
+                                      tags=tags, opts=child)
+        exec_statements = [
+            _statement(["logs:CreateLogStream", "logs:PutLogEvents"],
+                       [pulumi.Output.concat(log_group.arn, ":*")], sid="WriteOwnLogs"),
+            _statement(["secretsmanager:GetSecretValue"],
+                       [args.db_secret_arn, admin_secret.arn, flask_secret.arn], sid="ReadOwnSecrets"),
+        ]
+        if args.repository_arn is not None:
+            exec_statements += [
+                _statement(["ecr:GetAuthorizationToken"], ["*"], sid="EcrLogin"),  # cannot be scoped
+                _statement(["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
+                           [args.repository_arn], sid="PullOwnImage"),
+            ]
+        aws.iam.RolePolicy(f"{name}-execution-policy", role=execution_role.id,
+                           policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": exec_statements}),
+                           opts=child)
+
+        prefix = args.artifact_prefix.strip("/")
+        task_role = aws.iam.Role(f"{name}-task-role", assume_role_policy=assume,
+                                 description="MLflow server: artifacts under its bucket prefix only", tags=tags,
+                                 opts=child)
+        task_statements = [
+            _statement(["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
+                        "s3:ListMultipartUploadParts"],
+                       [pulumi.Output.concat(args.bucket_arn, f"/{prefix}/*")], sid="ArtifactObjects"),
+            _statement(["s3:ListBucket"], [args.bucket_arn],
+                       {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}, sid="ListArtifactPrefix"),
+        ]
+        if args.bucket_kms_key_arn:
+            task_statements.append(_statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.bucket_kms_key_arn],
+                                              sid="ArtifactKey"))
+        aws.iam.RolePolicy(f"{name}-task-policy", role=task_role.id,
+                           policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": task_statements}),
+                           opts=child)
+
+        # --- load balancer -----------------------------------------------------------------
+        alb_sg = aws.ec2.SecurityGroup(f"{name}-alb-sg", vpc_id=args.vpc_id,
+                                       description="MLflow ALB: HTTP(S) from the allowed networks",
+                                       tags={**tags, "Name": f"{name}-alb"}, opts=child)
+        ports = [80, 443] if https else [80]
+        for i, cidr in enumerate(args.allowed_cidrs):
+            v6 = ipaddress.ip_network(cidr).version == 6
+            for port in ports:
+                aws.vpc.SecurityGroupIngressRule(
+                    f"{name}-alb-in-{port}-{i}", security_group_id=alb_sg.id, ip_protocol="tcp",
+                    from_port=port, to_port=port, description=f"clients ({cidr})",
+                    **({"cidr_ipv6": cidr} if v6 else {"cidr_ipv4": cidr}), opts=child)
+        aws.vpc.SecurityGroupEgressRule(f"{name}-alb-to-service", security_group_id=alb_sg.id, ip_protocol="tcp",
+                                        from_port=CONTAINER_PORT, to_port=CONTAINER_PORT,
+                                        referenced_security_group_id=args.service_security_group_id,
+                                        description="MLflow tasks", opts=child)
+        aws.vpc.SecurityGroupIngressRule(f"{name}-service-from-alb", security_group_id=args.service_security_group_id,
+                                         ip_protocol="tcp", from_port=CONTAINER_PORT, to_port=CONTAINER_PORT,
+                                         referenced_security_group_id=alb_sg.id, description="MLflow ALB",
+                                         opts=child)
+
+        internal = args.alb_scheme == "internal"
+        alb = aws.lb.LoadBalancer(
+            f"{name}-alb", load_balancer_type="application", internal=internal,
+            subnets=args.private_subnet_ids if internal else args.public_subnet_ids,
+            security_groups=[alb_sg.id], idle_timeout=args.idle_timeout_seconds,
+            drop_invalid_header_fields=True, enable_deletion_protection=args.deletion_protection,
+            tags=tags, opts=child)
+        target_group = aws.lb.TargetGroup(
+            f"{name}-tg", port=CONTAINER_PORT, protocol="HTTP", target_type="ip", vpc_id=args.vpc_id,
+            deregistration_delay=30,
+            health_check={"path": "/health", "matcher": "200", "protocol": "HTTP", "interval": 15,
+                          "timeout": 5, "healthy_threshold": 2, "unhealthy_threshold": 3},
+            tags=tags, opts=child)
+        forward = [{"type": "forward", "target_group_arn": target_group.arn}]
+        listeners = []
+        if https:
+            listeners.append(aws.lb.Listener(
+                f"{name}-https", load_balancer_arn=alb.arn, port=443, protocol="HTTPS",
+                certificate_arn=args.certificate_arn, ssl_policy="ELBSecurityPolicy-TLS13-1-2-2021-06",
+                default_actions=forward, tags=tags, opts=child))
+            listeners.append(aws.lb.Listener(
+                f"{name}-http", load_balancer_arn=alb.arn, port=80, protocol="HTTP",
+                default_actions=[{"type": "redirect",
+                                  "redirect": {"protocol": "HTTPS", "port": "443", "status_code": "HTTP_301"}}],
+                tags=tags, opts=child))
+        else:
+            listeners.append(aws.lb.Listener(f"{name}-http", load_balancer_arn=alb.arn, port=80, protocol="HTTP",
+                                             default_actions=forward, tags=tags, opts=child))
+
+        # --- task definition ---------------------------------------------------------------
+        allowed_hosts = [alb.dns_name] + ([args.domain_name] if args.domain_name else [])
+        env = {
+            "AWS_REGION": args.region,
+            "MLFLOW_ARTIFACTS_DESTINATION": pulumi.Output.concat("s3://", args.bucket_name, f"/{prefix}"),
+            "MLFLOW_AUTH_CACHE_TTL_SECONDS": str(args.auth_cache_ttl_seconds),
+            "MLFLOW_AUTH_DB_NAME": args.auth_db_name,
+            "MLFLOW_AUTH_DEFAULT_PERMISSION": args.auth_default_permission,
+            "MLFLOW_DB_ENGINE": args.db_engine,
+            "MLFLOW_DB_HOST": args.db_host,
+            "MLFLOW_DB_NAME": args.db_name,
+            "MLFLOW_DB_PORT": str(args.db_port),
+            "MLFLOW_DB_USER": args.db_user,
+            "MLFLOW_LB_IDLE_TIMEOUT_SECONDS": str(args.idle_timeout_seconds),
+            "MLFLOW_PORT": str(CONTAINER_PORT),
+            "MLFLOW_SERVE_ARTIFACTS": "true",
+            "MLFLOW_SERVER_ALLOWED_HOSTS": pulumi.Output.all(*allowed_hosts).apply(",".join),
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if args.enable_job_execution else "false",
+            "MLFLOW_SPOOL_DIR": SPOOL_PATH,
+            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(args.max_overflow),
+            "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": "280",
+            "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(args.pool_size),
+            "MLFLOW_WORKERS": str(args.workers),
+        }
+        secrets = {
+            "MLFLOW_AUTH_ADMIN_PASSWORD": pulumi.Output.concat(admin_secret.arn, ":password::"),
+            "MLFLOW_AUTH_ADMIN_USERNAME": pulumi.Output.concat(admin_secret.arn, ":username::"),
+            "MLFLOW_DB_PASSWORD": pulumi.Output.concat(args.db_secret_arn, ":password::"),
+            "MLFLOW_FLASK_SERVER_SECRET_KEY": pulumi.Output.concat(flask_secret.arn, ":secret_key::"),
+        }
+        container = {
+            "name": CONTAINER_NAME,
+            "image": args.image_ref,
+            "essential": True,
+            "portMappings": [{"containerPort": CONTAINER_PORT, "protocol": "tcp", "name": "http"}],
+            "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
+            "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
+            "readonlyRootFilesystem": True,
+            "privileged": False,
+            "linuxParameters": {"capabilities": {"drop": ["ALL"]}, "initProcessEnabled": True},
+            "mountPoints": [{"sourceVolume": SPOOL_VOLUME, "containerPath": SPOOL_PATH, "readOnly": False}],
+            "healthCheck": {"command": HEALTHCHECK_COMMAND, "interval": 30, "timeout": 5, "retries": 3,
+                            "startPeriod": 120},
+            "ulimits": [{"name": "nofile", "softLimit": 65536, "hardLimit": 65536}],
+            "stopTimeout": 30,
+            "logConfiguration": {"logDriver": "awslogs", "options": {
+                "awslogs-group": log_group.name, "awslogs-region": args.region,
+                "awslogs-stream-prefix": CONTAINER_NAME}},
+        }
+        task = aws.ecs.TaskDefinition(
+            f"{name}-task",
+            family=f"{name}-mlflow",
+            requires_compatibilities=["FARGATE"],
+            network_mode="awsvpc",
+            cpu=str(args.cpu),
+            memory=str(args.memory),
+            ephemeral_storage={"size_in_gib": args.ephemeral_storage_gib},
+            runtime_platform={"cpu_architecture": args.cpu_architecture, "operating_system_family": "LINUX"},
+            volumes=[{"name": SPOOL_VOLUME}],
+            execution_role_arn=execution_role.arn,
+            task_role_arn=task_role.arn,
+            container_definitions=pulumi.Output.json_dumps([container]),
+            tags=tags,
+            opts=child,
+        )
+
+        # --- cluster, service, autoscaling -------------------------------------------------
+        cluster = aws.ecs.Cluster(f"{name}-cluster", settings=[{
+                                      "name": "containerInsights",
+                                      "value": "enabled" if args.container_insights else "disabled"}],
+                                  tags=tags, opts=child)
+        autoscaling = args.max_tasks > args.min_tasks
+        service = aws.ecs.Service(
+            f"{name}-service",
+            cluster=cluster.arn,
+            task_definition=task.arn,
+            launch_type="FARGATE",
+            platform_version="LATEST",
+            desired_count=args.desired_count,
+            network_configuration={"subnets": args.private_subnet_ids,
+                                   "security_groups": [args.service_security_group_id],
+                                   "assign_public_ip": False},
+            load_balancers=[{"target_group_arn": target_group.arn, "container_name": CONTAINER_NAME,
+                             "container_port": CONTAINER_PORT}],
+            deployment_circuit_breaker={"enable": True, "rollback": True},
+            deployment_minimum_healthy_percent=100,
+            deployment_maximum_percent=200,
+            health_check_grace_period_seconds=180,
+            propagate_tags="SERVICE",
+            enable_ecs_managed_tags=True,
+            wait_for_steady_state=False,
+            tags=tags,
+            # With autoscaling, the scaler owns the running count after creation.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=listeners,
+                                        ignore_changes=["desiredCount"] if autoscaling else None),
+        )
+        if autoscaling:
+            resource_id = pulumi.Output.concat("service/", cluster.name, "/", service.name)
+            target = aws.appautoscaling.Target(
+                f"{name}-scaling-target", service_namespace="ecs", scalable_dimension="ecs:service:DesiredCount",
+                resource_id=resource_id, min_capacity=args.min_tasks, max_capacity=args.max_tasks, tags=tags,
+                opts=child)
+            aws.appautoscaling.Policy(
+                f"{name}-cpu-scaling", policy_type="TargetTrackingScaling", service_namespace="ecs",
+                scalable_dimension="ecs:service:DesiredCount", resource_id=target.resource_id,
+                target_tracking_scaling_policy_configuration={
+                    "target_value": args.cpu_target_percent,
+                    "predefined_metric_specification": {"predefined_metric_type": "ECSServiceAverageCPUUtilization"},
+                    "scale_in_cooldown": 300,
+                    "scale_out_cooldown": 60,
+                },
+                opts=child)
+
+        host = args.domain_name
+        scheme = "https" if https else "http"
+        self.load_balancer_dns_name = alb.dns_name
+        self.load_balancer_arn = alb.arn
+        self.tracking_uri = (pulumi.Output.from_input(f"{scheme}://{host}") if host
+                             else pulumi.Output.concat(f"{scheme}://", alb.dns_name))
+        self.admin_secret_arn = admin_secret.arn
+        self.cluster_name = cluster.name
+        self.service_name = service.name
+        self.task_definition_arn = task.arn
+        self.log_group_name = log_group.name
+        self.alb_security_group_id = alb_sg.id
+        self.task_role_arn = task_role.arn
+        self.execution_role_arn = execution_role.arn
+        self.register_outputs({
+            "loadBalancerDnsName": self.load_balancer_dns_name,
+            "trackingUri": self.tracking_uri,
+            "adminSecretArn": self.admin_secret_arn,
+            "clusterName": self.cluster_name,
+            "serviceName": self.service_name,
+            "taskDefinitionArn": self.task_definition_arn,
+            "logGroupName": self.log_group_name,
+        })

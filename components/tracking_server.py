@@ -1,0 +1,236 @@
+"""MlflowTrackingServer: the composition of Network, Database, ArtifactStore, ContainerImage and
+Service. It creates only what joins them: the service security group (here, so that the
+database and the load balancer can both reference it without a cycle) and its rules.
+
+Security groups reference security groups: ALB SG -> service SG (port 5000) -> database SG
+(engine port). The service may also leave on 443 (ECR, Secrets Manager, CloudWatch Logs,
+S3 through the gateway endpoint).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import pulumi
+import pulumi_aws as aws
+
+from components.artifact_store import ArtifactStore, ArtifactStoreArgs
+from components.container_image import ContainerImage, ContainerImageArgs
+from components.database import DEFAULT_ENGINE_VERSION, Database, DatabaseArgs
+from components.network import Network, NetworkArgs
+from components.service import Service, ServiceArgs
+from components.sizing import pool_sizing
+
+
+@dataclass(frozen=True, kw_only=True)
+class MlflowTrackingServerArgs:
+    # --- where ---------------------------------------------------------------------------------
+    availability_zones: tuple[str, ...]
+    """Zones to span (2 to 4), resolved once by the program."""
+    region: str
+    """AWS region."""
+    account_id: str
+    """AWS account id (scopes the roles' trust policy)."""
+    # --- network -------------------------------------------------------------------------------
+    vpc_cidr: str = "10.0.0.0/16"
+    """VPC range (/16 to /20)."""
+    nat_mode: str = "single"
+    """``none`` | ``single`` | ``perAz``."""
+    # --- database ------------------------------------------------------------------------------
+    db_engine: str = "mysql"
+    """``mysql`` | ``postgresql``."""
+    db_engine_version: Optional[str] = None
+    """Aurora engine version; default per engine (both support 0 ACU)."""
+    db_min_acu: float = 0.5
+    """Minimum ACUs (0 = auto-pause)."""
+    db_max_acu: float = 4.0
+    """Maximum ACUs."""
+    db_auto_pause_seconds: int = 3600
+    """Idle seconds before pausing (with 0 ACU)."""
+    db_reader: bool = False
+    """A reader in the second zone."""
+    db_backup_retention_days: int = 7
+    """Backup retention."""
+    deletion_protection: bool = True
+    """RDS and ALB deletion protection."""
+    final_snapshot: bool = True
+    """Final snapshot when the cluster is deleted."""
+    # --- artifacts -----------------------------------------------------------------------------
+    bucket_force_destroy: bool = False
+    """Let destroy empty the bucket."""
+    bucket_versioning: bool = True
+    """S3 versioning."""
+    noncurrent_version_days: int = 30
+    """Expiry of noncurrent versions."""
+    bucket_kms_key_arn: Optional[str] = None
+    """SSE-KMS key; ``None`` = SSE-S3."""
+    # --- image ---------------------------------------------------------------------------------
+    image_ref: Optional[str] = None
+    """Digest reference to run (nothing built); ``None`` = build ``image_context``."""
+    image_context: str = "image"
+    """Docker build context."""
+    image_tag: Optional[str] = None
+    """Tag of the build (default: a content hash of ``image_context``)."""
+    ecr_images_kept: int = 10
+    """ECR lifecycle: images kept."""
+    # --- service -------------------------------------------------------------------------------
+    cpu: int = 1024
+    """Fargate cpu units."""
+    memory: int = 2048
+    """Fargate memory MiB."""
+    ephemeral_storage_gib: int = 30
+    """Artifact spool, 21..200 GiB."""
+    cpu_architecture: str = "X86_64"
+    """``X86_64`` | ``ARM64`` (task and image build)."""
+    desired_count: int = 1
+    """Tasks started by a deployment."""
+    min_tasks: int = 1
+    """Autoscaling minimum."""
+    max_tasks: int = 1
+    """Autoscaling maximum."""
+    cpu_target_percent: int = 60
+    """Autoscaling CPU target."""
+    server_workers: int = 2
+    """uvicorn workers per task."""
+    enable_job_execution: bool = False
+    """MLflow's GenAI job runner."""
+    log_retention_days: int = 30
+    """Container log retention."""
+    container_insights: bool = False
+    """ECS Container Insights."""
+    admin_username: str = "admin"
+    """MLflow admin user."""
+    auth_default_permission: str = "READ"
+    """Permission on resources a user does not own."""
+    auth_cache_ttl_seconds: int = 60
+    """Credential cache lifetime."""
+    # --- load balancer -------------------------------------------------------------------------
+    alb_scheme: str = "internet-facing"
+    """``internet-facing`` | ``internal``."""
+    allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
+    """Networks admitted on 80/443."""
+    certificate_arn: Optional[str] = None
+    """ACM certificate (HTTPS + redirect); ``None`` = plain HTTP."""
+    domain_name: Optional[str] = None
+    """Custom domain (CNAME managed outside)."""
+    idle_timeout_seconds: int = 900
+    """ALB idle timeout."""
+    # --- protection ----------------------------------------------------------------------------
+    protect_data: bool = True
+    """Pulumi ``protect`` on the database cluster and instances, the bucket and the data secrets."""
+    tags: dict[str, str] = field(default_factory=dict)
+    """Tags on every resource."""
+
+    def __post_init__(self) -> None:
+        if self.db_engine not in DEFAULT_ENGINE_VERSION:
+            raise ValueError(f"db_engine: mysql or postgresql, got {self.db_engine!r}")
+        # Fails early (ValueError) when the fleet cannot fit the database's connection limit.
+        self.pool()
+
+    @property
+    def engine_version(self) -> str:
+        return self.db_engine_version or DEFAULT_ENGINE_VERSION[self.db_engine]
+
+    def pool(self):
+        return pool_sizing(engine=self.db_engine, min_acu=self.db_min_acu, max_acu=self.db_max_acu,
+                           max_tasks=self.max_tasks, workers=self.server_workers)
+
+
+class MlflowTrackingServer(pulumi.ComponentResource):
+    tracking_uri: pulumi.Output[str]
+    """``MLFLOW_TRACKING_URI`` for clients."""
+    load_balancer_dns_name: pulumi.Output[str]
+    """DNS name of the ALB."""
+    artifact_bucket_name: pulumi.Output[str]
+    """Artifact bucket."""
+    database_endpoint: pulumi.Output[str]
+    """Aurora writer endpoint (reachable from the service only)."""
+    image_ref: pulumi.Output[str]
+    """Digest reference of the running image."""
+    admin_secret_arn: pulumi.Output[str]
+    """Secret holding the admin ``username`` and ``password`` (never the password itself)."""
+    service_security_group_id: pulumi.Output[str]
+    """Security group of the tasks."""
+
+    def __init__(self, name: str, args: MlflowTrackingServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        super().__init__("mlflowtracking:index:MlflowTrackingServer", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+
+        network = Network(f"{name}-network", NetworkArgs(
+            availability_zones=args.availability_zones, region=args.region, cidr_block=args.vpc_cidr,
+            nat_mode=args.nat_mode, tags=tags), opts=child)
+
+        service_sg = aws.ec2.SecurityGroup(f"{name}-service-sg", vpc_id=network.vpc_id,
+                                           description="MLflow tasks: port 5000 from the ALB only",
+                                           tags={**tags, "Name": f"{name}-service"}, opts=child)
+        aws.vpc.SecurityGroupEgressRule(f"{name}-service-https-out", security_group_id=service_sg.id,
+                                        ip_protocol="tcp", from_port=443, to_port=443, cidr_ipv4="0.0.0.0/0",
+                                        description="ECR, Secrets Manager, CloudWatch Logs, S3", opts=child)
+        if network.endpoint_security_group_id is not None:
+            aws.vpc.SecurityGroupIngressRule(f"{name}-endpoints-from-service",
+                                             security_group_id=network.endpoint_security_group_id,
+                                             ip_protocol="tcp", from_port=443, to_port=443,
+                                             referenced_security_group_id=service_sg.id,
+                                             description="MLflow tasks", opts=child)
+
+        database = Database(f"{name}-database", DatabaseArgs(
+            vpc_id=network.vpc_id, subnet_ids=network.isolated_subnet_ids,
+            availability_zones=args.availability_zones, client_security_group_id=service_sg.id,
+            engine=args.db_engine, engine_version=args.engine_version, min_acu=args.db_min_acu,
+            max_acu=args.db_max_acu, auto_pause_seconds=args.db_auto_pause_seconds, reader=args.db_reader,
+            backup_retention_days=args.db_backup_retention_days, deletion_protection=args.deletion_protection,
+            final_snapshot=args.final_snapshot, protect=args.protect_data, tags=tags), opts=child)
+        aws.vpc.SecurityGroupEgressRule(f"{name}-service-to-database", security_group_id=service_sg.id,
+                                        ip_protocol="tcp", from_port=database.port, to_port=database.port,
+                                        referenced_security_group_id=database.security_group_id,
+                                        description="Aurora", opts=child)
+
+        artifacts = ArtifactStore(f"{name}-artifacts", ArtifactStoreArgs(
+            force_destroy=args.bucket_force_destroy, versioning=args.bucket_versioning,
+            noncurrent_version_days=args.noncurrent_version_days, kms_key_arn=args.bucket_kms_key_arn,
+            protect=args.protect_data, tags=tags), opts=child)
+
+        image = ContainerImage(f"{name}-image", ContainerImageArgs(
+            image_ref=args.image_ref, context=args.image_context, tag=args.image_tag, cpu_architecture=args.cpu_architecture,
+            images_kept=args.ecr_images_kept, force_delete=not args.protect_data, tags=tags), opts=child)
+
+        pool = args.pool()
+        service = Service(f"{name}-service", ServiceArgs(
+            vpc_id=network.vpc_id, public_subnet_ids=network.public_subnet_ids,
+            private_subnet_ids=network.private_subnet_ids, service_security_group_id=service_sg.id,
+            region=args.region, account_id=args.account_id,
+            image_ref=image.image_ref, repository_arn=image.repository_arn,
+            cpu=args.cpu, memory=args.memory, ephemeral_storage_gib=args.ephemeral_storage_gib,
+            cpu_architecture=args.cpu_architecture, workers=args.server_workers,
+            pool_size=pool.pool_size, max_overflow=pool.max_overflow,
+            enable_job_execution=args.enable_job_execution, log_retention_days=args.log_retention_days,
+            desired_count=args.desired_count, min_tasks=args.min_tasks, max_tasks=args.max_tasks,
+            cpu_target_percent=args.cpu_target_percent,
+            db_engine=args.db_engine, db_host=database.endpoint, db_port=database.port,
+            db_name=database.database_name, db_user=database.username, db_secret_arn=database.secret_arn,
+            bucket_name=artifacts.bucket_name, bucket_arn=artifacts.bucket_arn, artifact_prefix=artifacts.prefix,
+            bucket_kms_key_arn=args.bucket_kms_key_arn,
+            admin_username=args.admin_username, auth_default_permission=args.auth_default_permission,
+            auth_cache_ttl_seconds=args.auth_cache_ttl_seconds, protect=args.protect_data,
+            alb_scheme=args.alb_scheme, allowed_cidrs=args.allowed_cidrs, certificate_arn=args.certificate_arn,
+            domain_name=args.domain_name, idle_timeout_seconds=args.idle_timeout_seconds,
+            deletion_protection=args.deletion_protection, container_insights=args.container_insights,
+            tags=tags), opts=child)
+
+        self.tracking_uri = service.tracking_uri
+        self.load_balancer_dns_name = service.load_balancer_dns_name
+        self.artifact_bucket_name = artifacts.bucket_name
+        self.database_endpoint = database.endpoint
+        self.image_ref = image.image_ref
+        self.admin_secret_arn = service.admin_secret_arn
+        self.service_security_group_id = service_sg.id
+        self.register_outputs({
+            "trackingUri": self.tracking_uri,
+            "loadBalancerDnsName": self.load_balancer_dns_name,
+            "artifactBucketName": self.artifact_bucket_name,
+            "databaseEndpoint": self.database_endpoint,
+            "imageRef": self.image_ref,
+            "adminSecretArn": self.admin_secret_arn,
+        })

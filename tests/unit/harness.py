@@ -1,0 +1,249 @@
+"""Run Pulumi code under mocks and record what it registers.
+
+``run(fn, config=..., stack=...)`` sets the config (as the engine passes it: namespaced keys,
+string values), installs :class:`Recorder` mocks with a monitor that also records each
+resource's parent, ``protect`` and ``ignoreChanges``, runs ``fn`` with ``preview=False`` (so
+every Output resolves and no assertion is skipped on unknowns), and returns a :class:`Run`
+with the resources and the resolved stack exports.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+from unittest import mock
+
+import pulumi
+import yaml
+from pulumi.runtime.mocks import MockMonitor
+
+ROOT = Path(__file__).resolve().parents[2]
+PROJECT = "mlflow-tracking"
+ACCOUNT = "123456789012"
+REGION = "eu-west-1"
+ZONES = [f"{REGION}a", f"{REGION}b", f"{REGION}c"]
+DIGEST = "b" * 64
+PROMOTED_REF = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mlflow-dev@sha256:{DIGEST}"
+CERT = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/11111111-2222-3333-4444-555555555555"
+
+
+def _h(text: str, n: int = 8) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()[:n]
+
+
+@dataclass
+class Res:
+    urn: str
+    type: str
+    name: str
+    inputs: dict[str, Any]
+    outputs: dict[str, Any] = field(default_factory=dict)
+    parent: str = ""
+    protect: bool = False
+    ignore_changes: tuple[str, ...] = ()
+    custom: bool = True
+    id: str = ""
+    raw_inputs: dict[str, Any] = field(default_factory=dict)
+    """Inputs as sent, secrets still wrapped (see :func:`is_secret`)."""
+
+    def container_definitions(self) -> list[dict[str, Any]]:
+        defs = self.inputs["containerDefinitions"]
+        return json.loads(defs) if isinstance(defs, str) else defs
+
+    def policy(self, key: str = "policy") -> dict[str, Any]:
+        doc = self.inputs[key]
+        return json.loads(doc) if isinstance(doc, str) else doc
+
+
+class Recorder(pulumi.runtime.Mocks):
+    """Answers with camelCase outputs (DESIGN §3) and keeps every registration."""
+
+    def __init__(self) -> None:
+        self.resources: dict[str, Res] = {}
+        self.calls: list[tuple[str, dict]] = []
+
+    def new_resource(self, args: pulumi.runtime.MockResourceArgs):
+        t, name, inputs = args.typ, args.name, dict(args.inputs)
+        out: dict[str, Any] = dict(inputs)
+        rid = f"{name}-id"
+        svc = t.split(":")[1].split("/")[0] if ":" in t else "x"
+        out.setdefault("arn", f"arn:aws:{svc}:{REGION}:{ACCOUNT}:{t.split(':')[-1].lower()}/{name}-{_h(name)}")
+        if t == "aws:ec2/securityGroup:SecurityGroup":
+            rid = f"sg-{_h(name, 12)}"
+        elif t == "aws:ec2/vpc:Vpc":
+            rid = f"vpc-{_h(name, 12)}"
+        elif t == "aws:ec2/subnet:Subnet":
+            rid = f"subnet-{_h(name, 12)}"
+        elif t == "aws:rds/cluster:Cluster":
+            out.update(endpoint=f"{name}.cluster-abc.{REGION}.rds.amazonaws.com",
+                       readerEndpoint=f"{name}.cluster-ro-abc.{REGION}.rds.amazonaws.com",
+                       clusterIdentifier=f"{name}-{_h(name)}")
+        elif t == "aws:s3/bucket:Bucket":
+            bucket = inputs.get("bucket") or f"{name}-{_h(name)}"
+            rid = bucket
+            out.update(bucket=bucket, arn=f"arn:aws:s3:::{bucket}")
+        elif t == "aws:ecr/repository:Repository":
+            repo = f"{name}-{_h(name)}"
+            out.update(name=repo, repositoryUrl=f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/{repo}",
+                       registryId=ACCOUNT, arn=f"arn:aws:ecr:{REGION}:{ACCOUNT}:repository/{repo}")
+        elif t == "docker:index/image:Image":
+            image_name = str(inputs["imageName"])
+            repo = image_name.rsplit(":", 1)[0]
+            out.update(imageName=image_name, repoDigest=f"{repo}@sha256:{hashlib.sha256(image_name.encode()).hexdigest()}")
+        elif t in ("random:index/randomPassword:RandomPassword", "random:index/randomString:RandomString"):
+            out.update(result=f"pw-{_h('secret' + name, 24)}")
+        elif t == "random:index/randomId:RandomId":
+            out.update(hex=_h(name), b64Std="x")
+        elif t == "aws:lb/loadBalancer:LoadBalancer":
+            out.update(dnsName=f"{name}-{_h(name)}.{REGION}.elb.amazonaws.com", zoneId="Z32O12XQLNTSW2")
+        elif t == "aws:cloudwatch/logGroup:LogGroup":
+            lg = f"{name}-{_h(name)}"
+            out.update(name=lg, arn=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{lg}")
+        elif t == "aws:secretsmanager/secret:Secret":
+            out.update(arn=f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-{_h(name, 6)}")
+            rid = out["arn"]
+        elif t in ("aws:ecs/cluster:Cluster", "aws:ecs/service:Service", "aws:rds/subnetGroup:SubnetGroup"):
+            out.setdefault("name", f"{name}-{_h(name)}")
+        return rid, out
+
+    def call(self, args: pulumi.runtime.MockCallArgs):
+        self.calls.append((args.token, dict(args.args)))
+        tok = args.token
+        if tok == "aws:index/getAvailabilityZones:getAvailabilityZones":
+            return {"names": ZONES, "zoneIds": ["euw1-az1", "euw1-az2", "euw1-az3"], "id": REGION}
+        if tok == "aws:index/getRegion:getRegion":
+            return {"name": REGION, "region": REGION, "id": REGION, "endpoint": f"ec2.{REGION}.amazonaws.com",
+                    "description": "Europe (Ireland)"}
+        if tok == "aws:index/getCallerIdentity:getCallerIdentity":
+            return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/ci", "userId": "AIDAMOCK", "id": ACCOUNT}
+        if tok == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
+            return {"authorizationToken": "QVdTOm1vY2s=", "userName": "AWS", "password": "ecr-token-password",
+                    "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",
+                    "expiresAt": "2030-01-01T00:00:00Z", "id": REGION}
+        raise AssertionError(f"unexpected data-source call {tok}")
+
+
+class RecordingMonitor(MockMonitor):
+    """Also records parent, protect and ignoreChanges (MockResourceArgs carries none of them)."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        super().__init__(recorder)
+        self.recorder = recorder
+
+    def RegisterResource(self, request):
+        response = super().RegisterResource(request)
+        if request.type != "pulumi:pulumi:Stack":
+            urn = self.make_urn(request.parent, request.type, request.name)
+            registration = self.resources[urn]
+            state = registration.state
+            self.recorder.resources[urn] = Res(
+                urn=urn, type=request.type, name=request.name,
+                inputs=_unwrap(raw := pulumi.runtime.rpc.deserialize_properties(request.object)), raw_inputs=raw,
+                outputs=dict(state), parent=request.parent, protect=bool(request.protect),
+                ignore_changes=tuple(request.ignoreChanges), custom=bool(request.custom),
+                id=registration.id)
+        return response
+
+
+_SECRET_SIG = "4dabf18193072939515e22adb298388d"
+_SECRET_VALUE = "1b47061264138c4ac30d75fd1eb44270"
+
+
+def is_secret(value: Any) -> bool:
+    """Whether a raw input value was sent as a secret."""
+    return isinstance(value, dict) and value.get(_SECRET_SIG) == _SECRET_VALUE
+
+
+def _unwrap(value: Any) -> Any:
+    """Inputs as plain values: secret envelopes ({sig: secret, value: v}) replaced by v."""
+    if isinstance(value, dict):
+        if value.get(_SECRET_SIG) == _SECRET_VALUE:
+            return _unwrap(value.get("value"))
+        return {k: _unwrap(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_unwrap(v) for v in value]
+    return value
+
+
+@dataclass
+class Run:
+    resources: list[Res]
+    exports: dict[str, Any]
+    result: Any
+    recorder: Recorder
+
+    def of_type(self, t: str) -> list[Res]:
+        return [r for r in self.resources if r.type == t]
+
+    def one(self, t: str) -> Res:
+        found = self.of_type(t)
+        assert len(found) == 1, f"expected one {t}, got {[r.name for r in found]}"
+        return found[0]
+
+    def named(self, name: str) -> Res:
+        found = [r for r in self.resources if r.name == name]
+        assert len(found) == 1, f"expected one resource named {name}, got {len(found)}"
+        return found[0]
+
+    def by_urn(self, urn: str) -> Res:
+        return next(r for r in self.resources if r.urn == urn)
+
+    def secret_values(self) -> list[str]:
+        """Every value a random password/secret generator produced."""
+        return [r.outputs["result"] for r in self.resources
+                if r.type == "random:index/randomPassword:RandomPassword"]
+
+
+def run(fn: Callable[[], Any], config: Optional[dict[str, str]] = None, stack: str = "dev",
+        secret_keys: Optional[list[str]] = None) -> Run:
+    recorder = Recorder()
+    pulumi.runtime.set_all_config(dict(config or {}), list(secret_keys or []))
+    pulumi.runtime.settings.ROOT.set(None)  # a fresh root stack for this stack name
+    pulumi.runtime.set_mocks(recorder, project=PROJECT, stack=stack, preview=False,
+                             monitor=RecordingMonitor(recorder))
+    exports: dict[str, Any] = {}
+    resolved: dict[str, Any] = {}
+    holder: dict[str, Any] = {}
+
+    def fake_export(name: str, value: Any) -> None:
+        exports[name] = value
+
+    @pulumi.runtime.test
+    def body():
+        holder["result"] = fn()
+        if not exports:
+            return None
+        return pulumi.Output.all(**{k: pulumi.Output.from_input(v) for k, v in exports.items()}).apply(
+            lambda values: resolved.update(values))
+
+    with mock.patch.object(pulumi, "export", fake_export):
+        body()
+    return Run(list(recorder.resources.values()), resolved, holder.get("result"), recorder)
+
+
+def stack_config(stack: str, **overrides: Any) -> dict[str, str]:
+    """``Pulumi.<stack>.yaml``'s config as the engine passes it (namespaced, strings, objects as
+    JSON), plus ``overrides`` (keys without namespace; ``None`` removes a key)."""
+    doc = yaml.safe_load((ROOT / f"Pulumi.{stack}.yaml").read_text()) or {}
+    config: dict[str, str] = {}
+    for key, value in (doc.get("config") or {}).items():
+        key = key if ":" in key else f"{PROJECT}:{key}"
+        config[key] = _as_engine_string(value)
+    for key, value in overrides.items():
+        full = f"{PROJECT}:{key}"
+        if value is None:
+            config.pop(full, None)
+        else:
+            config[full] = _as_engine_string(value)
+    return config
+
+
+def _as_engine_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return str(value)

@@ -1,0 +1,61 @@
+"""The container contract (docs/contract.md) is the one list of variables: the task definition
+sets exactly what the table says it sets, each the way it says (``environment`` or ``secrets``),
+and the image's entrypoint reads no name the table lacks."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from tests.unit.harness import ROOT
+
+CONTRACT = ROOT / "docs" / "contract.md"
+ENTRYPOINT = ROOT / "image" / "entrypoint.py"
+
+
+def contract_rows() -> dict[str, str]:
+    """variable -> 'Set on AWS by' cell."""
+    rows = {}
+    for line in CONTRACT.read_text().splitlines():
+        m = re.match(r"^\|\s*`([A-Z][A-Z0-9_]+)`\s*\|(.*)\|\s*$", line)
+        if m:
+            rows[m.group(1)] = m.group(2).split("|")[-1].strip()
+    return rows
+
+
+def task_container(run):
+    (c,) = run.one("aws:ecs/taskDefinition:TaskDefinition").container_definitions()
+    return c
+
+
+@pytest.fixture(scope="module")
+def rows():
+    rows = contract_rows()
+    assert len(rows) > 20, "contract table not parsed"
+    return rows
+
+
+def test_task_environment_is_exactly_the_contracts_environment_rows(rows, dev, prod):
+    wanted = {k for k, v in rows.items() if v.startswith("task `environment`")}
+    for run in (dev, prod):
+        env = {e["name"] for e in task_container(run)["environment"]}
+        assert env == wanted, f"not in the contract: {env - wanted}; missing: {wanted - env}"
+
+
+def test_task_secrets_are_exactly_the_contracts_secret_rows(rows, dev, prod):
+    wanted = {k for k, v in rows.items() if v.startswith("Secret")}
+    assert wanted == {"MLFLOW_DB_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME", "MLFLOW_AUTH_ADMIN_PASSWORD",
+                      "MLFLOW_FLASK_SERVER_SECRET_KEY"}
+    for run in (dev, prod):
+        assert {s["name"] for s in task_container(run)["secrets"]} == wanted
+
+
+@pytest.mark.skipif(not ENTRYPOINT.exists(), reason="image/entrypoint.py not written yet")
+def test_entrypoint_reads_only_contract_names(rows):
+    used = set(re.findall(r"""["'](MLFLOW_[A-Z0-9_]+|AWS_REGION)["']""", ENTRYPOINT.read_text()))
+    # Variables MLflow itself defines and the entrypoint may set for the server process are
+    # documented by MLflow; the contract lists what crosses the image boundary.
+    crossing = {u for u in used if u.startswith(("MLFLOW_DB_", "MLFLOW_AUTH_", "MLFLOW_LB_", "MLFLOW_SPOOL",
+                                                 "MLFLOW_STATE"))}
+    assert crossing <= set(rows), f"entrypoint reads names missing from docs/contract.md: {crossing - set(rows)}"
