@@ -1,0 +1,690 @@
+#!/usr/bin/env python3
+"""Entrypoint of the MLflow server image: configured by environment only (the README's container contract).
+
+    python3 entrypoint.py                # check the environment, prepare, exec `mlflow server`
+    python3 entrypoint.py --healthcheck  # exit 0 iff GET http://127.0.0.1:$MLFLOW_PORT/health is 200
+
+Steps (each failure ends the process with exit code 2 and ONE line on stderr naming the problem;
+no secret is ever printed or put on a command line):
+ 1. read and validate the settings (engine, port, workers, permissions, timeouts);
+ 2. point TMPDIR (the artifact spool) at MLFLOW_SPOOL_DIR and log the free space there;
+ 3. database mode (MLFLOW_DB_ENGINE or MLFLOW_BACKEND_STORE_URI): build the URI with the password
+    URL-encoded, check the server answers and accepts the login (short timeout), create the
+    tracking and auth databases when missing (if the user may), check an s3:// destination
+    bucket with head_bucket; embedded mode (nothing configured): SQLite files, local artifacts,
+    a generated Flask secret key and admin password kept in MLFLOW_STATE_DIR;
+ 4. under a database lock (MySQL GET_LOCK, PostgreSQL advisory lock, a file lock for SQLite):
+    create or upgrade the tracking schema exactly once, refuse a schema it cannot upgrade, and
+    migrate the basic-auth store (with the MySQL/MariaDB fix in auth_schema.py);
+ 5. render the basic-auth ini (0600) under the spool dir and exec `mlflow server` with
+    --app-name basic-auth, the artifact proxy, uvicorn with uvloop + httptools and a keep-alive
+    longer than the load balancer's idle timeout.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import secrets
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from urllib.parse import quote
+
+sys.dont_write_bytecode = True  # never write __pycache__ next to the entrypoint (read-only in the image)
+
+PREFIX = "mlflow-entrypoint:"
+ENGINES = {"mysql": ("mysql+pymysql", 3306), "postgresql": ("postgresql+psycopg2", 5432)}
+PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
+CONNECT_TIMEOUT = 5  # seconds, for the checks before the server starts
+LOCK_TIMEOUT = 900  # seconds to wait for another process's schema migration
+ADMIN_PASSWORD_MIN = 12  # MLflow's password policy
+
+_SECRETS: set[str] = set()  # every value that must never be printed
+
+
+class Fatal(Exception):
+    """A problem with the environment: printed as one line, exit code 2."""
+
+
+def redact(text: str) -> str:
+    for s in sorted(_SECRETS, key=len, reverse=True):
+        if s:
+            text = text.replace(s, "***")
+    return text
+
+
+def info(msg: str) -> None:
+    print(f"{PREFIX} {redact(msg)}", flush=True)
+
+
+def secret(value: str | None) -> str | None:
+    if value:
+        _SECRETS.update({value, quote(value, safe=""), quote(value, safe="").replace("%", "%%")})
+    return value
+
+
+# --------------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------------
+def env_int(env, name: str, default: int, lo: int, hi: int) -> int:
+    raw = env.get(name, "").strip()
+    if raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise Fatal(f"{name}={raw!r} is not an integer (expected {lo}..{hi})") from None
+    if not lo <= value <= hi:
+        raise Fatal(f"{name}={value} is out of range (expected {lo}..{hi})")
+    return value
+
+
+def env_bool(env, name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    if raw in ("0", "false", "no", "off"):
+        return False
+    raise Fatal(f"{name}={raw!r} is not a boolean (true/false)")
+
+
+class Settings:
+    def __init__(self, env) -> None:
+        self.env = env
+        self.host = env.get("MLFLOW_HOST", "").strip() or "127.0.0.1"
+        self.port = env_int(env, "MLFLOW_PORT", 5000, 1, 65535)
+        self.workers = env_int(env, "MLFLOW_WORKERS", 2, 1, 64)
+        self.lb_idle = env_int(env, "MLFLOW_LB_IDLE_TIMEOUT_SECONDS", 60, 1, 4000)
+        self.cache_ttl = env_int(env, "MLFLOW_AUTH_CACHE_TTL_SECONDS", 60, 0, 86400)
+        self.default_permission = env.get("MLFLOW_AUTH_DEFAULT_PERMISSION", "").strip().upper() or "READ"
+        if self.default_permission not in PERMISSIONS:
+            raise Fatal(f"MLFLOW_AUTH_DEFAULT_PERMISSION={self.default_permission!r} is not one of "
+                        f"{', '.join(PERMISSIONS)}")
+        self.serve_artifacts = env_bool(env, "MLFLOW_SERVE_ARTIFACTS", True)
+        self.job_execution = env_bool(env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", False)
+        self.admin_user = env.get("MLFLOW_AUTH_ADMIN_USERNAME", "").strip() or "admin"
+        self.admin_password = secret(env.get("MLFLOW_AUTH_ADMIN_PASSWORD") or None)
+        self.secret_key = secret(env.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or None)
+        self.auth_db_name = env.get("MLFLOW_AUTH_DB_NAME", "").strip() or "mlflow_auth"
+        self.destination = env.get("MLFLOW_ARTIFACTS_DESTINATION", "").strip()
+        self.s3_endpoint = env.get("MLFLOW_S3_ENDPOINT_URL", "").strip() or None
+        self.region = env.get("AWS_REGION", "").strip() or None
+        spool = env.get("MLFLOW_SPOOL_DIR", "").strip()
+        self.spool = Path(spool or tempfile.gettempdir()).absolute()
+        self.state = Path(env.get("MLFLOW_STATE_DIR", "").strip() or ".local-mlflow").absolute()
+        self.db = self._database()
+        self.embedded = self.db is None
+
+    def _database(self):
+        """None (embedded) or a dict: kind, url (sqlalchemy URL object), auth_url."""
+        from sqlalchemy.engine import make_url
+
+        uri = self.env.get("MLFLOW_BACKEND_STORE_URI", "").strip()
+        if uri:
+            try:
+                url = make_url(uri)
+            except Exception:
+                raise Fatal("MLFLOW_BACKEND_STORE_URI is not a valid SQLAlchemy URL") from None
+            secret(url.password)
+            kind = url.get_backend_name()
+            if kind == "mariadb":
+                kind = "mysql"
+            if kind == "postgres":
+                kind = "postgresql"
+            if kind == "sqlite":
+                path = Path(url.database or "mlflow.db").absolute()
+                return {"kind": "sqlite", "url": url,
+                        "auth_url": make_url(f"sqlite:///{path.parent / 'basic_auth.db'}")}
+            if kind not in ENGINES:
+                raise Fatal(f"MLFLOW_BACKEND_STORE_URI uses database engine {kind!r}, which is not supported "
+                            f"(supported: {', '.join(ENGINES)})")
+            if not url.database:
+                raise Fatal("MLFLOW_BACKEND_STORE_URI names no database")
+            return {"kind": kind, "url": url, "auth_url": url.set(database=self.auth_db_name)}
+
+        engine = self.env.get("MLFLOW_DB_ENGINE", "").strip().lower()
+        if not engine:
+            return None
+        if engine in ("mariadb", "aurora-mysql"):
+            engine = "mysql"
+        if engine in ("postgres", "aurora-postgresql"):
+            engine = "postgresql"
+        if engine not in ENGINES:
+            raise Fatal(f"MLFLOW_DB_ENGINE={engine!r} is not supported (supported: {', '.join(ENGINES)})")
+        driver, default_port = ENGINES[engine]
+        host = self.env.get("MLFLOW_DB_HOST", "").strip()
+        user = self.env.get("MLFLOW_DB_USER", "").strip()
+        password = secret(self.env.get("MLFLOW_DB_PASSWORD", ""))
+        name = self.env.get("MLFLOW_DB_NAME", "").strip() or "mlflow"
+        port = env_int(self.env, "MLFLOW_DB_PORT", default_port, 1, 65535)
+        missing = [n for n, v in (("MLFLOW_DB_HOST", host), ("MLFLOW_DB_USER", user),
+                                  ("MLFLOW_DB_PASSWORD", password)) if not v]
+        if missing:
+            raise Fatal(f"MLFLOW_DB_ENGINE={engine} needs {', '.join(missing)}")
+        for n, v in (("MLFLOW_DB_NAME", name), ("MLFLOW_AUTH_DB_NAME", self.auth_db_name)):
+            if not re.fullmatch(r"[A-Za-z0-9_$-]{1,63}", v):
+                raise Fatal(f"{n}={v!r} is not a plain database name (letters, digits, _ $ -)")
+        # build the URI as text with every part URL-encoded (passwords with @:/?#%&+ stay intact)
+        hostpart = f"[{host}]" if ":" in host else host
+        text = f"{driver}://{quote(user, safe='')}:{quote(password, safe='')}@{hostpart}:{port}/{name}"
+        url = make_url(text)
+        if url.password != password or url.username != user:
+            raise Fatal("could not build a database URL from MLFLOW_DB_USER and MLFLOW_DB_PASSWORD")
+        return {"kind": engine, "url": url, "auth_url": url.set(database=self.auth_db_name)}
+
+
+# --------------------------------------------------------------------------------------------
+# spool, state, files
+# --------------------------------------------------------------------------------------------
+def writable_dir(path: Path, what: str, mode: int = 0o700) -> Path:
+    try:
+        path.mkdir(parents=True, exist_ok=True, mode=mode)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise Fatal(f"{what} {path} is not a writable directory ({e.strerror or e})") from None
+    return path
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by this user only (0600), atomically."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+def read_or_create(path: Path, make) -> tuple[str, bool]:
+    if path.exists():
+        return path.read_text().strip(), False
+    value = make()
+    write_private(path, value + "\n")
+    return value, True
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if n < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+# --------------------------------------------------------------------------------------------
+# database checks
+# --------------------------------------------------------------------------------------------
+def _engine(url, **kw):
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    connect_args = {} if url.get_backend_name() == "sqlite" else {"connect_timeout": CONNECT_TIMEOUT}
+    return sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args, **kw)
+
+
+def _classify(kind: str, url, exc: Exception) -> tuple[str, str]:
+    """(category, one-line description) of a connection error: unreachable/login/nodb/other."""
+    orig = getattr(exc, "orig", None) or exc
+    text = " ".join(str(orig).split())
+    where = f"{url.host}:{url.port}"
+    if kind == "mysql":
+        code = orig.args[0] if getattr(orig, "args", None) and isinstance(orig.args[0], int) else None
+        if code in (2003, 2005, 2006, 2013):
+            return "unreachable", f"cannot reach the MySQL server at {where} ({text})"
+        if code == 1045:
+            return "login", f"the MySQL server at {where} refused the login of user {url.username!r} (wrong password?)"
+        if code == 1049:
+            return "nodb", f"database {url.database!r} does not exist on {where}"
+        if code == 1044:
+            return "denied", f"user {url.username!r} may not use database {url.database!r} on {where} ({text})"
+    else:
+        low = text.lower()
+        if "password authentication failed" in low or "no password supplied" in low or "no pg_hba.conf" in low:
+            return "login", (f"the PostgreSQL server at {where} refused the login of user "
+                             f"{url.username!r} (wrong password?)")
+        if f'database "{url.database}" does not exist'.lower() in low:
+            return "nodb", f"database {url.database!r} does not exist on {where}"
+        if any(s in low for s in ("connection refused", "could not translate host", "timeout expired",
+                                  "could not connect", "no route to host", "name or service not known",
+                                  "network is unreachable", "connection timed out")):
+            return "unreachable", f"cannot reach the PostgreSQL server at {where} ({text})"
+        if "permission denied" in low:
+            return "denied", f"user {url.username!r} may not use database {url.database!r} on {where} ({text})"
+    return "other", f"cannot connect to the {kind} database {url.database!r} at {where}: {type(orig).__name__}: {text}"
+
+
+def probe(kind: str, url) -> str | None:
+    """Connect once (short timeout). None if fine, 'nodb' if the database is missing; else Fatal."""
+    import sqlalchemy
+
+    try:
+        with _engine(url).connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        return None
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        category, line = _classify(kind, url, e)
+        if category == "nodb" or (category == "denied" and kind == "mysql"):
+            return category  # MySQL says "access denied" for a database the user cannot see
+        raise Fatal(line) from None
+
+
+def create_database(kind: str, url, also: str = "") -> None:
+    """Create url.database on its server (the login works, the database is missing)."""
+    import sqlalchemy
+
+    name = url.database
+    try:
+        if kind == "mysql":
+            with _engine(url._replace(database=None)).connect() as conn:
+                conn.execute(sqlalchemy.text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
+        else:
+            admin_url = url.set(database="postgres")
+            eng = _engine(admin_url, isolation_level="AUTOCOMMIT")
+            try:
+                conn = eng.connect()
+            except sqlalchemy.exc.SQLAlchemyError:
+                conn = _engine(url.set(database="template1"), isolation_level="AUTOCOMMIT").connect()
+            with conn:
+                exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                                      {"n": name}).scalar()
+                if not exists:
+                    conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        orig = getattr(e, "orig", e)
+        text = " ".join(str(orig).split())
+        if "already exists" in text:
+            return  # another task created it a moment ago
+        raise Fatal(f"database {name!r} does not exist on {url.host}:{url.port}{also} and user "
+                    f"{url.username!r} may not create it: create it, or grant the user the right to ({text})") from None
+    info(f"created database {name!r} on {url.host}:{url.port}")
+
+
+def ensure_database(kind: str, url) -> None:
+    problem = probe(kind, url)
+    if problem:
+        also = f" (or user {url.username!r} has no privileges on it)" if problem == "denied" else ""
+        create_database(kind, url, also)
+        if probe(kind, url):
+            raise Fatal(f"database {url.database!r} on {url.host}:{url.port} exists but user {url.username!r} "
+                        f"has no privileges on it")
+
+
+# --------------------------------------------------------------------------------------------
+# S3
+# --------------------------------------------------------------------------------------------
+def check_bucket(destination: str, endpoint: str | None, region: str | None) -> None:
+    import boto3
+    import botocore.exceptions
+    from botocore.config import Config
+
+    bucket = destination[len("s3://"):].split("/", 1)[0]
+    if not bucket:
+        raise Fatal(f"MLFLOW_ARTIFACTS_DESTINATION={destination!r} names no bucket")
+    client = boto3.client("s3", endpoint_url=endpoint, region_name=region,
+                          config=Config(connect_timeout=CONNECT_TIMEOUT, read_timeout=10,
+                                        retries={"max_attempts": 2, "mode": "standard"}))
+    try:
+        client.head_bucket(Bucket=bucket)
+    except botocore.exceptions.ClientError as e:
+        code = str(e.response.get("Error", {}).get("Code", ""))
+        if code in ("404", "NoSuchBucket", "NotFound"):
+            raise Fatal(f"the artifact bucket {bucket!r} (MLFLOW_ARTIFACTS_DESTINATION) does not exist") from None
+        if code in ("403", "AccessDenied", "Forbidden"):
+            raise Fatal(f"access to the artifact bucket {bucket!r} is denied (check the task role's S3 "
+                        f"permissions)") from None
+        raise Fatal(f"the artifact bucket {bucket!r} cannot be checked: {code} {e}") from None
+    except botocore.exceptions.NoCredentialsError:
+        raise Fatal(f"no AWS credentials found to access the artifact bucket {bucket!r}") from None
+    except (botocore.exceptions.EndpointConnectionError, botocore.exceptions.ConnectTimeoutError,
+            botocore.exceptions.ReadTimeoutError) as e:
+        raise Fatal(f"cannot reach S3 to check the artifact bucket {bucket!r}: {e}") from None
+    except botocore.exceptions.BotoCoreError as e:
+        raise Fatal(f"the artifact bucket {bucket!r} cannot be checked: {e}") from None
+    info(f"artifact bucket {bucket!r} is reachable")
+
+
+# --------------------------------------------------------------------------------------------
+# schema (under a lock)
+# --------------------------------------------------------------------------------------------
+@contextlib.contextmanager
+def schema_lock(kind: str, url, lock_file: Path | None = None):
+    """Hold a lock that every starting server process takes before touching a schema."""
+    import sqlalchemy
+
+    if kind == "sqlite":
+        import fcntl
+
+        lock_file.parent.mkdir(parents=True, exist_ok=True)
+        with open(lock_file, "a") as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                info("waiting for another process to finish the schema migration")
+                fcntl.flock(f, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
+        return
+
+    name = f"mlflow-schema-{url.database}"[:64]
+    conn = _engine(url, isolation_level="AUTOCOMMIT").connect()
+    try:
+        if kind == "mysql":
+            got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar()
+            if got != 1:
+                info("waiting for another process to finish the schema migration")
+                got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": LOCK_TIMEOUT}).scalar()
+            release = sqlalchemy.text("SELECT RELEASE_LOCK(:n)")
+            params = {"n": name}
+        else:
+            key = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big", signed=True)
+            got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            if not got:
+                info("waiting for another process to finish the schema migration")
+                deadline = time.monotonic() + LOCK_TIMEOUT
+                while not got and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+            got = 1 if got else 0
+            release = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
+            params = {"k": key}
+        if got != 1:
+            raise Fatal(f"timed out after {LOCK_TIMEOUT} s waiting for the schema lock {name!r} "
+                        f"(another server process is migrating, or died holding it)")
+        try:
+            yield
+        finally:
+            with contextlib.suppress(Exception):
+                conn.execute(release, params)
+    finally:
+        conn.close()
+
+
+def progress_logs_to_stdout() -> None:
+    """MLflow and alembic log to stderr; before the exec, stderr is reserved for the one error line."""
+    import logging
+
+    import mlflow  # noqa: F401  (configures the "mlflow" logger)
+
+    for name in ("", "mlflow", "alembic"):
+        for handler in logging.getLogger(name).handlers:
+            stream = getattr(handler, "stream", None)
+            # MLflow's handler writes to a wrapper that follows sys.stderr
+            if isinstance(handler, logging.StreamHandler) and (stream is sys.stderr
+                                                               or type(stream).__name__ == "MlflowLoggingStream"):
+                handler.setStream(sys.stdout)
+
+
+def ensure_tracking_schema(url) -> None:
+    import sqlalchemy
+    from alembic.script import ScriptDirectory
+    from mlflow.store.db import utils as dbu
+    from mlflow.version import VERSION
+
+    progress_logs_to_stdout()
+    engine = _engine(url)
+    head = dbu._get_latest_schema_revision()
+    if dbu._is_empty_database(engine):
+        t0 = time.monotonic()
+        dbu._initialize_tables(engine)
+        info(f"tracking schema: created at revision {head} in {time.monotonic() - t0:.1f} s")
+        return
+    current = dbu._get_schema_version(engine)
+    if current == head:
+        info(f"tracking schema: up to date (revision {head})")
+        return
+    if current is None:
+        tables = sorted(sqlalchemy.inspect(engine).get_table_names())
+        raise Fatal(f"tracking database {url.database!r} has tables ({', '.join(tables[:5])}...) but no MLflow "
+                    f"schema revision: not an MLflow database, or one older than MLflow 1.0; refusing to touch it")
+    script = ScriptDirectory.from_config(dbu._get_alembic_config(""))
+    try:
+        known = script.get_revision(current) is not None
+    except Exception:
+        known = False
+    if not known:
+        raise Fatal(f"tracking schema revision {current} is unknown to MLflow {VERSION} (written by a newer "
+                    f"MLflow?); refusing to serve it: run an image with that MLflow version or newer")
+    t0 = time.monotonic()
+    try:
+        dbu._upgrade_db(engine)
+    except Exception as e:
+        raise Fatal(f"upgrading the tracking schema from revision {current} to {head} failed: "
+                    f"{type(e).__name__}: {' '.join(str(e).split())[:300]} (restore the backup taken before)") from None
+    after = dbu._get_schema_version(engine)
+    if after != head:
+        raise Fatal(f"the tracking schema is at revision {after} after the upgrade, expected {head}")
+    info(f"tracking schema: upgraded from revision {current} to {head} in {time.monotonic() - t0:.1f} s")
+
+
+def ensure_auth_schema(url) -> "object":
+    import auth_schema
+
+    engine = _engine(url)
+    t0 = time.monotonic()
+    before = auth_schema.current_revision(engine)
+    fixed = auth_schema.apply_mysql_initial_fix(engine)
+    if fixed:
+        info("auth schema: created MLflow's first auth revision with unique foreign-key names "
+             "(MySQL/MariaDB fix for mlflow issues 9642/10964)")
+    _, after = auth_schema.migrate(engine, fix=False)
+    if before != after:
+        info(f"auth schema: migrated from {before or 'nothing'} to {after} in {time.monotonic() - t0:.1f} s")
+    else:
+        info(f"auth schema: up to date (revision {after})")
+    return engine
+
+
+def admin_exists(engine, username: str) -> bool:
+    import sqlalchemy
+
+    with engine.connect() as conn:
+        return conn.execute(sqlalchemy.text("SELECT 1 FROM users WHERE username = :u"), {"u": username}).first() is not None
+
+
+# --------------------------------------------------------------------------------------------
+# main
+# --------------------------------------------------------------------------------------------
+def healthcheck() -> int:
+    try:
+        port = int(os.environ.get("MLFLOW_PORT", "").strip() or 5000)
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=5) as r:
+            return 0 if r.status == 200 else 1
+    except (OSError, ValueError, urllib.error.URLError):
+        return 1
+
+
+def uvicorn_opts(s: Settings, extra: str) -> str:
+    import importlib.util
+
+    opts = []
+    if importlib.util.find_spec("uvloop"):
+        opts += ["--loop", "uvloop"]
+    if importlib.util.find_spec("httptools"):
+        opts += ["--http", "httptools"]
+    opts += ["--timeout-keep-alive", str(s.lb_idle + 5), "--timeout-graceful-shutdown", "20"]
+    return shlex.join(opts) + (f" {extra}" if extra.strip() else "")
+
+
+def cors_origins(env) -> str | None:
+    """MLFLOW_SERVER_CORS_ALLOWED_ORIGINS as given, or derived from MLFLOW_SERVER_ALLOWED_HOSTS.
+
+    The web UI's own API calls are POSTs carrying an Origin header, and MLflow 3.17 refuses
+    state-changing requests from an origin that is not localhost unless it is listed (mlflow PR
+    20832). A name a browser may reach the server by (the load balancer's, a custom domain) is an
+    allowed host, so the UI served under it is an allowed origin: https and http, same port.
+    Wildcard entries are not turned into origins.
+    """
+    given = env.get("MLFLOW_SERVER_CORS_ALLOWED_ORIGINS", "").strip()
+    if given:
+        return given
+    hosts = [h.strip() for h in env.get("MLFLOW_SERVER_ALLOWED_HOSTS", "").split(",") if h.strip()]
+    origins = [f"{scheme}://{h}" for h in hosts if "*" not in h for scheme in ("https", "http")]
+    return ",".join(origins) or None
+
+
+def prepare(env: dict) -> tuple[list[str], dict]:
+    """Everything up to the exec: returns (argv, environment) of `mlflow server`."""
+    import warnings
+
+    warnings.simplefilter("ignore")  # keep library warnings out of the one-line error contract
+    s = Settings(env)
+    child = dict(env)
+
+    # spool: TMPDIR of the server (proxied uploads and downloads are staged here)
+    spool = writable_dir(s.spool, "MLFLOW_SPOOL_DIR")
+    child["TMPDIR"] = str(spool)
+    usage = shutil.disk_usage(spool)
+    info(f"artifact spool (TMPDIR) {spool}: {human(usage.free)} free of {human(usage.total)}; every proxied "
+         f"artifact transfer in flight is staged here whole")
+    run_dir = writable_dir(spool / ".entrypoint", "the entrypoint's config dir")
+    home = Path(child.get("HOME") or "/nonexistent")
+    if not (home.is_dir() and os.access(home, os.W_OK)):
+        child["HOME"] = str(writable_dir(run_dir / "home", "HOME"))
+
+    if s.embedded:
+        state = writable_dir(s.state, "MLFLOW_STATE_DIR")
+        from sqlalchemy.engine import make_url
+
+        db = {"kind": "sqlite", "url": make_url(f"sqlite:///{state / 'mlflow.db'}"),
+              "auth_url": make_url(f"sqlite:///{state / 'basic_auth.db'}")}
+        destination = s.destination or str(state / "artifacts")
+        if not s.secret_key:
+            s.secret_key, _ = read_or_create(state / "flask_secret_key", lambda: secrets.token_urlsafe(32))
+            secret(s.secret_key)
+        info(f"embedded mode: SQLite and artifacts under {state} (set MLFLOW_DB_ENGINE for a database server)")
+    else:
+        db = s.db
+        destination = s.destination
+        if not destination:
+            raise Fatal("MLFLOW_ARTIFACTS_DESTINATION is not set (s3://bucket/prefix or a local path)")
+        if not s.secret_key:
+            raise Fatal("MLFLOW_FLASK_SERVER_SECRET_KEY is not set (it must be the same on every server task)")
+        state = None
+
+    if destination.startswith("s3://"):
+        check_bucket(destination, s.s3_endpoint, s.region)
+    elif "://" not in destination:
+        destination = str(writable_dir(Path(destination).absolute(), "MLFLOW_ARTIFACTS_DESTINATION"))
+
+    kind = db["kind"]
+    if kind == "sqlite":
+        for u in (db["url"], db["auth_url"]):
+            Path(u.database).parent.mkdir(parents=True, exist_ok=True)
+    else:
+        ensure_database(kind, db["url"])
+        info(f"{kind} database {db['url'].database!r} at {db['url'].host}:{db['url'].port} accepts user "
+             f"{db['url'].username!r}")
+        ensure_database(kind, db["auth_url"])
+
+    lock_file = Path(db["url"].database).parent / ".schema.lock" if kind == "sqlite" else None
+    with schema_lock(kind, db["url"], lock_file):
+        ensure_tracking_schema(db["url"])
+        auth_engine = ensure_auth_schema(db["auth_url"])
+        has_admin = admin_exists(auth_engine, s.admin_user)
+
+    if not has_admin:
+        if not s.admin_password and s.embedded:
+            path = state / "admin_password"
+            s.admin_password, created = read_or_create(path, lambda: secrets.token_urlsafe(18))
+            if created:
+                # deliberately shown once, on the terminal of the person who started it
+                print(f"{PREFIX} generated the password of admin user {s.admin_user!r}: {s.admin_password} "
+                      f"(kept in {path}; shown only this once)", flush=True)
+            secret(s.admin_password)
+        if not s.admin_password:
+            raise Fatal(f"admin user {s.admin_user!r} does not exist yet and MLFLOW_AUTH_ADMIN_PASSWORD is not set")
+        if len(s.admin_password) < ADMIN_PASSWORD_MIN:
+            raise Fatal(f"MLFLOW_AUTH_ADMIN_PASSWORD is too short for MLflow (at least {ADMIN_PASSWORD_MIN} characters)")
+        info(f"admin user {s.admin_user!r} does not exist yet: the server creates it at start")
+    elif s.embedded and (state / "admin_password").exists() and not s.admin_password:
+        info(f"admin user {s.admin_user!r}: password in {state / 'admin_password'}")
+
+    # basic-auth configuration: database_uri has no env override, so render the file
+    auth_uri = db["auth_url"].render_as_string(hide_password=False)
+    ini = run_dir / "basic_auth.ini"
+    write_private(ini, "\n".join([
+        "[mlflow]",
+        f"default_permission = {s.default_permission}",
+        f"database_uri = {auth_uri.replace('%', '%%')}",
+        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+        "grant_default_workspace_access = false",
+        f"auth_cache_ttl_seconds = {s.cache_ttl}",
+        "",
+    ]))
+
+    backend_uri = db["url"].render_as_string(hide_password=False)
+    child.update({
+        "MLFLOW_BACKEND_STORE_URI": backend_uri,
+        "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": s.secret_key,
+        "MLFLOW_AUTH_ADMIN_USERNAME": s.admin_user,
+        "MLFLOW_SERVE_ARTIFACTS": "true" if s.serve_artifacts else "false",
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if s.job_execution else "false",
+        "MLFLOW_UVICORN_OPTS": uvicorn_opts(s, env.get("MLFLOW_UVICORN_OPTS", "")),
+    })
+    if s.admin_password:
+        child["MLFLOW_AUTH_ADMIN_PASSWORD"] = s.admin_password
+    child.pop("MLFLOW_DB_PASSWORD", None)  # it lives on in the URI only
+    child.pop("MLFLOW_REGISTRY_STORE_URI", None)
+    if kind != "sqlite":
+        child.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "5")
+        child.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "5")
+        child.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE", "280")
+    origins = cors_origins(env)
+    if origins:
+        child["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] = origins
+    if s.region:
+        child.setdefault("AWS_DEFAULT_REGION", s.region)
+    # MLflow's own server reads these names too; keep them consistent with the argv below
+    for name in ("MLFLOW_HOST", "MLFLOW_PORT", "MLFLOW_WORKERS"):
+        child.pop(name, None)
+
+    argv = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+            "--host", s.host, "--port", str(s.port), "--workers", str(s.workers)]
+    if s.serve_artifacts:
+        argv += ["--serve-artifacts", "--artifacts-destination", destination]
+    else:
+        argv += ["--no-serve-artifacts", "--default-artifact-root", destination]
+    info(f"starting mlflow server on {s.host}:{s.port}: {s.workers} workers, keep-alive {s.lb_idle + 5} s "
+         f"(load balancer idle timeout {s.lb_idle} s), artifacts {'proxied to' if s.serve_artifacts else 'at'} "
+         f"{destination}, auth on (default permission {s.default_permission}, credential cache {s.cache_ttl} s), "
+         f"job execution {'on' if s.job_execution else 'off'}")
+    return argv, child
+
+
+def main(argv: list[str]) -> int:
+    if "--healthcheck" in argv:
+        return healthcheck()
+    if len(argv) > 1:
+        print(f"{PREFIX} error: unexpected arguments {argv[1:]!r}; this entrypoint is configured by environment "
+              f"only (see the README's container contract), or takes --healthcheck", file=sys.stderr)
+        return 2
+    try:
+        args, child = prepare(dict(os.environ))
+    except Fatal as e:
+        print(f"{PREFIX} error: {redact(' '.join(str(e).split()))}", file=sys.stderr, flush=True)
+        return 2
+    except Exception as e:  # an unexpected failure still gets one line, never a secret
+        print(f"{PREFIX} error: unexpected {type(e).__name__}: {redact(' '.join(str(e).split()))[:500]}",
+              file=sys.stderr, flush=True)
+        return 3
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os.execvpe(args[0], args, child)
+    return 127  # not reached
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

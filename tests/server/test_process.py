@@ -1,0 +1,46 @@
+"""What the entrypoint hands to `mlflow server`: argv, secrets, uvicorn options, the auth ini."""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import quote
+
+from tests.server.conftest import ADMIN_PASSWORD, DB_PASSWORD, SECRET_KEY
+
+
+def test_processes_argv_has_no_secret_and_the_uvicorn_options(stack):
+    cmdlines = stack.a.cmdlines()
+    assert len(cmdlines) >= 4, cmdlines  # mlflow server, uvicorn supervisor, 2 workers
+    text = "\n".join(" ".join(argv) for argv in cmdlines.values())
+    for s in (DB_PASSWORD, quote(DB_PASSWORD, safe=""), ADMIN_PASSWORD, SECRET_KEY):
+        assert s not in text
+    assert not any("--default-artifact-root" in a for a in cmdlines.values())
+    (server,) = [a for a in cmdlines.values() if a[1:4] == ["-m", "mlflow", "server"]]
+    assert server[4:6] == ["--app-name", "basic-auth"]
+    assert server[server.index("--artifacts-destination") + 1] == f"s3://{stack.bucket}/artifacts"
+    assert "--serve-artifacts" in server and server[server.index("--workers") + 1] == "2"
+    (uvicorn,) = [a for a in cmdlines.values() if a[1:3] == ["-m", "uvicorn"]]
+    joined = " ".join(uvicorn)
+    for opt in ("--loop uvloop", "--http httptools", "--timeout-keep-alive 65", "--workers 2"):
+        assert opt in joined, joined
+
+
+def test_server_environment(stack):
+    pid = next(p for p, a in stack.a.cmdlines().items() if a[1:3] == ["-m", "uvicorn"])
+    env = dict(kv.split("=", 1) for kv in open(f"/proc/{pid}/environ").read().split("\0") if "=" in kv)
+    assert env["TMPDIR"] == str(stack.a.spool)
+    assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
+    assert "MLFLOW_DB_PASSWORD" not in env
+    ini = env["MLFLOW_AUTH_CONFIG_PATH"]
+    assert ini.startswith(str(stack.a.spool)) and oct(os.stat(ini).st_mode & 0o777) == "0o600"
+    # read the way MLflow reads it (configparser with interpolation): the password survives
+    import configparser
+
+    from sqlalchemy.engine import make_url
+
+    config = configparser.ConfigParser()
+    config.read(ini)
+    url = make_url(config["mlflow"]["database_uri"])
+    assert (url.password, url.database, url.port) == (DB_PASSWORD, "mlflow_auth", stack.db.port)
+    assert "%%" in open(ini).read()
+    assert config["mlflow"]["auth_cache_ttl_seconds"] == "60" and config["mlflow"]["default_permission"] == "READ"
