@@ -4,7 +4,7 @@
   spool, mounted as volume ``spool`` at ``/var/spool/mlflow``), CPU architecture, read-only root
   file system, all Linux capabilities dropped, the image's non-root user, a container health
   check, awslogs with a retention.
-- Configuration by environment only, per ``docs/contract.md``: plain values in ``environment``;
+- Configuration by environment only, per the README's container contract: plain values in ``environment``;
   the database password, the admin user/password and the Flask secret key only in ``secrets``
   (ECS reads them from Secrets Manager, ``<secret-arn>:<json-key>::``).
 - Task role: get/put/delete/list on the artifact prefix of the bucket, nothing else.

@@ -1,4 +1,4 @@
-"""The container contract (docs/contract.md) is the one list of variables: the task definition
+"""The container contract (README.md, section "Container contract") is the one list of variables: the task definition
 sets exactly what the table says it sets, each the way it says (``environment`` or ``secrets``),
 and the image's entrypoint reads no name the table lacks."""
 
@@ -10,14 +10,16 @@ import pytest
 
 from tests.unit.harness import ROOT
 
-CONTRACT = ROOT / "docs" / "contract.md"
+README = ROOT / "README.md"
 ENTRYPOINT = ROOT / "image" / "entrypoint.py"
 
 
 def contract_rows() -> dict[str, str]:
     """variable -> 'Set on AWS by' cell."""
+    text = README.read_text()
+    section = text.split("\n## Container contract\n", 1)[1].split("\n## ", 1)[0]
     rows = {}
-    for line in CONTRACT.read_text().splitlines():
+    for line in section.splitlines():
         m = re.match(r"^\|\s*`([A-Z][A-Z0-9_]+)`\s*\|(.*)\|\s*$", line)
         if m:
             rows[m.group(1)] = m.group(2).split("|")[-1].strip()
@@ -58,4 +60,4 @@ def test_entrypoint_reads_only_contract_names(rows):
     # documented by MLflow; the contract lists what crosses the image boundary.
     crossing = {u for u in used if u.startswith(("MLFLOW_DB_", "MLFLOW_AUTH_", "MLFLOW_LB_", "MLFLOW_SPOOL",
                                                  "MLFLOW_STATE"))}
-    assert crossing <= set(rows), f"entrypoint reads names missing from docs/contract.md: {crossing - set(rows)}"
+    assert crossing <= set(rows), f"entrypoint reads names missing from the README's contract table: {crossing - set(rows)}"
