@@ -153,6 +153,19 @@ class _Database(_Peer):
         """SQLAlchemy URL with the password URL-encoded."""
         return f"{self.driver}://{quote(user, safe='')}:{quote(password, safe='')}@{LOOPBACK}:{self.port}/{database}"
 
+    def _ready(self) -> None:
+        """The port answers, then the server accepts a query (within 30 s)."""
+        super()._ready()
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                self.execute("SELECT 1")
+                return
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
+
     def execute(self, *statements: str) -> None:  # pragma: no cover - abstract
         raise NotImplementedError
 
@@ -193,18 +206,6 @@ class MariaDB(_Database):
              "--collation-server=utf8mb4_bin", *self._user_args()],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
-
-    def _ready(self) -> None:
-        super()._ready()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.execute("SELECT 1")
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
 
     def _connect(self):
         import pymysql
@@ -287,18 +288,6 @@ class PostgreSQL(_Database):
              "-c", "fsync=off", "-c", "shared_buffers=64MB"],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root, **self._owner(),
         )
-
-    def _ready(self) -> None:
-        super()._ready()
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                self.execute("SELECT 1")
-                return
-            except Exception:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.2)
 
     def _connect(self):
         import psycopg2
