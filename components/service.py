@@ -78,9 +78,9 @@ class ServiceArgs:
     """``X86_64`` or ``ARM64``."""
     workers: int = 2
     """uvicorn workers (``MLFLOW_WORKERS``)."""
-    pool_size: int = 5
+    pool_size: int = 10
     """``MLFLOW_SQLALCHEMYSTORE_POOL_SIZE``."""
-    max_overflow: int = 10
+    max_overflow: int = 0
     """``MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW``."""
     enable_job_execution: bool = False
     """``MLFLOW_SERVER_ENABLE_JOB_EXECUTION``."""

@@ -17,8 +17,10 @@ no secret is ever printed or put on a command line):
     create or upgrade the tracking schema exactly once, refuse a schema it cannot upgrade, and
     migrate the basic-auth store (with the MySQL/MariaDB fix in auth_schema.py);
  5. render the basic-auth ini (0600) under the spool dir and exec `mlflow server` with
-    --app-name basic-auth, the artifact proxy, uvicorn with uvloop + httptools and a keep-alive
-    longer than the load balancer's idle timeout.
+    --app-name basic-auth-fastpath (MLflow's basic-auth app with cheaper permission lookups,
+    plugins/mlflow_auth_fastpath; MLFLOW_AUTH_FASTPATH=false runs `basic-auth` itself), the
+    artifact proxy, uvicorn with uvloop + httptools and a keep-alive longer than the load
+    balancer's idle timeout.
 """
 
 from __future__ import annotations
@@ -45,6 +47,8 @@ PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 CONNECT_TIMEOUT = 5  # seconds, for the checks before the server starts
 LOCK_TIMEOUT = 900  # seconds to wait for another process's schema migration
 ADMIN_PASSWORD_MIN = 12  # MLflow's password policy
+PLUGINS = Path(__file__).resolve().parent / "plugins"  # mlflow_auth_fastpath + its dist-info (entry point)
+FASTPATH_APP = "basic-auth-fastpath"
 
 _SECRETS: set[str] = set()  # every value that must never be printed
 
@@ -111,6 +115,7 @@ class Settings:
                         f"{', '.join(PERMISSIONS)}")
         self.serve_artifacts = env_bool(env, "MLFLOW_SERVE_ARTIFACTS", True)
         self.job_execution = env_bool(env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", False)
+        self.fastpath = env_bool(env, "MLFLOW_AUTH_FASTPATH", True)
         self.admin_user = env.get("MLFLOW_AUTH_ADMIN_USERNAME", "").strip() or "admin"
         self.admin_password = secret(env.get("MLFLOW_AUTH_ADMIN_PASSWORD") or None)
         self.secret_key = secret(env.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or None)
@@ -639,8 +644,10 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     child.pop("MLFLOW_DB_PASSWORD", None)  # it lives on in the URI only
     child.pop("MLFLOW_REGISTRY_STORE_URI", None)
     if kind != "sqlite":
-        child.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "5")
-        child.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "5")
+        # 10 kept connections and no overflow per pool: the same ceiling as 5 + 5, without opening
+        # and closing overflow connections under load (bench: +34 % log_metric at 32 clients)
+        child.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "10")
+        child.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "0")
         child.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE", "280")
     origins = cors_origins(env)
     if origins:
@@ -651,7 +658,10 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     for name in ("MLFLOW_HOST", "MLFLOW_PORT", "MLFLOW_WORKERS"):
         child.pop(name, None)
 
-    argv = [sys.executable, "-m", "mlflow", "server", "--app-name", "basic-auth",
+    app = auth_app(s)
+    if app == FASTPATH_APP:
+        child["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGINS), child.get("PYTHONPATH", "")) if p)
+    argv = [sys.executable, "-m", "mlflow", "server", "--app-name", app,
             "--host", s.host, "--port", str(s.port), "--workers", str(s.workers)]
     if s.serve_artifacts:
         argv += ["--serve-artifacts", "--artifacts-destination", destination]
@@ -659,9 +669,23 @@ def prepare(env: dict) -> tuple[list[str], dict]:
         argv += ["--no-serve-artifacts", "--default-artifact-root", destination]
     info(f"starting mlflow server on {s.host}:{s.port}: {s.workers} workers, keep-alive {s.lb_idle + 5} s "
          f"(load balancer idle timeout {s.lb_idle} s), artifacts {'proxied to' if s.serve_artifacts else 'at'} "
-         f"{destination}, auth on (default permission {s.default_permission}, credential cache {s.cache_ttl} s), "
+         f"{destination}, auth on ({app}; default permission {s.default_permission}, credential cache "
+         f"{s.cache_ttl} s), "
          f"job execution {'on' if s.job_execution else 'off'}")
     return argv, child
+
+
+def auth_app(s: Settings) -> str:
+    """MLflow's app name: `basic-auth-fastpath` (image/plugins: MLflow's basic-auth app with cheaper
+    permission lookups) unless MLFLOW_AUTH_FASTPATH=false or the job runner is on (MLflow shares
+    its internal gateway token with job subprocesses only for the app named `basic-auth`)."""
+    if not s.fastpath:
+        return "basic-auth"
+    if s.job_execution:
+        info("MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true: using MLflow's `basic-auth` app (the job runner's "
+             "internal token is only set up for that app name), not the auth fast path")
+        return "basic-auth"
+    return FASTPATH_APP
 
 
 def main(argv: list[str]) -> int:

@@ -128,6 +128,9 @@ def test_auth_is_required_on_the_api_but_not_on_health(container):
     assert http(api, ADMIN, "wrong-password")[0] == 401
     assert http(api, ADMIN, container.admin_password)[0] == 200
     assert http(f"{container.url}/health")[0] == 200
+    # the image's auth fast path is the app that answers (its entry point found inside the image)
+    logs = container.logs()
+    assert "auth on (basic-auth-fastpath;" in logs and "run permission checks read only" in logs, logs[-3000:]
     with client_env({**container.client_env(ADMIN, "wrong-password"), "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"}):
         with pytest.raises(MlflowException, match="401|UNAUTHENTICATED|Unauthorized|credentials"):
             MlflowClient(container.url).search_experiments()

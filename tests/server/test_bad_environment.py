@@ -84,3 +84,7 @@ def test_database_mode_needs_the_shared_secret_key():
 
 def test_unknown_permission_and_arguments():
     fails_with({"MLFLOW_AUTH_DEFAULT_PERMISSION": "ALL"}, "MLFLOW_AUTH_DEFAULT_PERMISSION")
+
+
+def test_fastpath_switch_is_a_boolean():
+    fails_with({"MLFLOW_AUTH_FASTPATH": "sometimes"}, "MLFLOW_AUTH_FASTPATH", "true/false")

@@ -6,6 +6,7 @@ import os
 from urllib.parse import quote
 
 from tests.server.conftest import ADMIN_PASSWORD, DB_PASSWORD, SECRET_KEY
+from tests.support.server import ENTRYPOINT
 
 
 def test_processes_argv_has_no_secret_and_the_uvicorn_options(stack):
@@ -16,7 +17,7 @@ def test_processes_argv_has_no_secret_and_the_uvicorn_options(stack):
         assert s not in text
     assert not any("--default-artifact-root" in a for a in cmdlines.values())
     (server,) = [a for a in cmdlines.values() if a[1:4] == ["-m", "mlflow", "server"]]
-    assert server[4:6] == ["--app-name", "basic-auth"]
+    assert server[4:6] == ["--app-name", "basic-auth-fastpath"]
     assert server[server.index("--artifacts-destination") + 1] == f"s3://{stack.bucket}/artifacts"
     assert "--serve-artifacts" in server and server[server.index("--workers") + 1] == "2"
     (uvicorn,) = [a for a in cmdlines.values() if a[1:3] == ["-m", "uvicorn"]]
@@ -31,6 +32,9 @@ def test_server_environment(stack):
     assert env["TMPDIR"] == str(stack.a.spool)
     assert env["MLFLOW_SERVER_ENABLE_JOB_EXECUTION"] == "false"
     assert "MLFLOW_DB_PASSWORD" not in env
+    # the auth fast path's entry point is found on PYTHONPATH; the pool is 10 kept, no overflow
+    assert env["PYTHONPATH"].split(os.pathsep)[0] == str(ENTRYPOINT.parent / "plugins")
+    assert (env["MLFLOW_SQLALCHEMYSTORE_POOL_SIZE"], env["MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW"]) == ("10", "0")
     ini = env["MLFLOW_AUTH_CONFIG_PATH"]
     assert ini.startswith(str(stack.a.spool)) and oct(os.stat(ini).st_mode & 0o777) == "0o600"
     # read the way MLflow reads it (configparser with interpolation): the password survives
@@ -44,3 +48,21 @@ def test_server_environment(stack):
     assert (url.password, url.database, url.port) == (DB_PASSWORD, "mlflow_auth", stack.db.port)
     assert "%%" in open(ini).read()
     assert config["mlflow"]["auth_cache_ttl_seconds"] == "60" and config["mlflow"]["default_permission"] == "READ"
+
+
+def test_auth_app_choice():
+    """`basic-auth-fastpath` by default; MLflow's `basic-auth` when asked, and when the job runner
+    is on (MLflow sets up the runner's internal token only for the app named `basic-auth`)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("image_entrypoint", ENTRYPOINT)
+    entrypoint = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(entrypoint)
+
+    def app(**env):
+        return entrypoint.auth_app(entrypoint.Settings({"MLFLOW_BACKEND_STORE_URI": "sqlite:////tmp/x.db", **env}))
+
+    assert app() == "basic-auth-fastpath"
+    assert app(MLFLOW_AUTH_FASTPATH="false") == "basic-auth"
+    assert app(MLFLOW_SERVER_ENABLE_JOB_EXECUTION="true") == "basic-auth"
+    assert app(MLFLOW_AUTH_FASTPATH="true", MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false") == "basic-auth-fastpath"

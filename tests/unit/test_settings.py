@@ -194,6 +194,14 @@ def test_pool_sizing_keeps_the_fleet_within_the_connection_limit(engine, min_acu
     assert fleet <= 0.8 * p.connection_limit - 5
 
 
+def test_pool_prefers_kept_connections_up_to_ten():
+    """10 kept, no overflow when the budget allows (the measured default); fewer when it does not."""
+    roomy = pool_sizing(engine="mysql", min_acu=0, max_acu=8, max_tasks=2, workers=2)
+    assert (roomy.pool_size, roomy.max_overflow) == (10, 0)
+    tight = pool_sizing(engine="mysql", min_acu=1, max_acu=1, max_tasks=2, workers=2)  # ~45 connections
+    assert (tight.pool_size, tight.max_overflow) == (3, 0)  # floor((floor(0.8 × 45) − 5) / 8) = 3
+
+
 def test_connection_limit_estimates_match_documented_small_classes():
     assert aurora_connection_limit("mysql", 1, 1) == 45  # 2 GiB (db.t3.small: 45)
     assert aurora_connection_limit("mysql", 1, 2) == 90  # 4 GiB (db.t3.medium: 90)

@@ -1,0 +1,130 @@
+"""MLflow's basic-auth app with two cheaper lookups in its permission check.
+
+``mlflow server --app-name basic-auth-fastpath`` runs exactly MLflow's own
+``mlflow.server.auth.create_app`` (the same routes, validators, grants and decisions) after
+two changes to how the check reads the database, measured in bench/ (README "Performance"):
+
+1. **Run -> experiment.** To authorize a call on a run (``log-metric``, ``log-batch``,
+   ``get``, ...), MLflow loads the whole run through ``get_run``: its latest metrics, params,
+   tags, dataset inputs and logged-model inputs/outputs, six or more queries, only to read
+   ``run.info.experiment_id``. Here that one fetch is answered by MLflow's own run query
+   (``SqlAlchemyStore._get_run``, the same workspace scoping and the same "not found" error)
+   without the eager loads. A missing run is still denied, a deleted run still resolves to its
+   experiment, as before.
+2. **User record.** The permission check reads the caller's user record twice per request
+   (``sender_is_admin`` and ``resolve_permissions``); here the second read reuses the first,
+   within the same request's permission check only (nothing is kept between requests, so a
+   change of a user's admin flag or grants applies to the next request exactly as before).
+
+Both changes are applied only to the MLflow version they were checked against
+(:data:`VERIFIED_MLFLOW_VERSIONS`): the code they rely on is internal to MLflow. On any other
+version the app logs a warning and runs MLflow's basic-auth app unchanged.
+
+MLflow finds this app through the ``mlflow.app`` entry point in the ``*.dist-info`` directory
+beside this package; the image's entrypoint puts this directory on ``PYTHONPATH``.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+
+VERIFIED_MLFLOW_VERSIONS = frozenset({"3.17.2"})
+"""MLflow versions whose basic-auth code this module was read against and tested with."""
+
+_USERS = "_mlflow_auth_fastpath_users"
+_log = logging.getLogger("mlflow.server.auth.fastpath")  # under MLflow's configured "mlflow" logger
+
+
+class _RunInfoRef:
+    __slots__ = ("run_id", "experiment_id")
+
+    def __init__(self, run_id: str, experiment_id: str) -> None:
+        self.run_id = run_id
+        self.experiment_id = experiment_id
+
+
+class _RunRef:
+    """What MLflow's ``_run_requirement`` reads from a run: ``run.info.experiment_id``."""
+
+    __slots__ = ("info",)
+
+    def __init__(self, run_id: str, experiment_id: str) -> None:
+        self.info = _RunInfoRef(run_id, experiment_id)
+
+
+def _experiment_of_run(tracking_store, run_id: str) -> _RunRef:
+    """The run's experiment from one query (raises MLflow's RESOURCE_DOES_NOT_EXIST like get_run)."""
+    with tracking_store.ManagedSessionMaker() as session:
+        row = tracking_store._get_run(session, run_id, eager=False)
+        return _RunRef(str(row.run_uuid), str(row.experiment_id))
+
+
+def _fetch_run_experiment_only(fetch_or_none, sql_get_run):
+    @functools.wraps(fetch_or_none)
+    def fetch(fetcher, resource_id):
+        if getattr(fetcher, "__func__", None) is sql_get_run:  # the tracking store's get_run
+            tracking_store = fetcher.__self__
+            return fetch_or_none(lambda run_id: _experiment_of_run(tracking_store, run_id), resource_id)
+        return fetch_or_none(fetcher, resource_id)
+
+    return fetch
+
+
+def _user_read_once_per_check(get_user):
+    import flask
+
+    @functools.wraps(get_user)
+    def get_user_memo(username, *args, **kwargs):
+        users = flask.g.get(_USERS) if flask.has_app_context() and not args and not kwargs else None
+        if users is None:
+            return get_user(username, *args, **kwargs)
+        if username not in users:
+            users[username] = get_user(username)
+        return users[username]
+
+    return get_user_memo
+
+
+def _check_with_user_memo(before_request):
+    import flask
+
+    @functools.wraps(before_request)
+    def check():
+        setattr(flask.g, _USERS, {})
+        try:
+            return before_request()
+        finally:
+            flask.g.pop(_USERS, None)
+
+    return check
+
+
+def install(auth) -> bool:
+    """Apply both changes to the module ``mlflow.server.auth``; False (and nothing changed)
+    on an MLflow version this module was not verified against."""
+    import mlflow
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    if getattr(auth, "_mlflow_auth_fastpath", False):
+        return True
+    if mlflow.__version__ not in VERIFIED_MLFLOW_VERSIONS:
+        _log.warning("mlflow-auth-fastpath: MLflow %s is not one of the verified versions %s: running "
+                     "MLflow's basic-auth app unchanged", mlflow.__version__, sorted(VERIFIED_MLFLOW_VERSIONS))
+        return False
+    auth._fetch_or_none = _fetch_run_experiment_only(auth._fetch_or_none, SqlAlchemyStore.get_run)
+    auth.store.get_user = _user_read_once_per_check(auth.store.get_user)
+    auth._before_request = _check_with_user_memo(auth._before_request)
+    auth._mlflow_auth_fastpath = True
+    _log.info("mlflow-auth-fastpath: run permission checks read only the run's experiment; the user "
+              "record is read once per check (MLflow %s)", mlflow.__version__)
+    return True
+
+
+def create_app():
+    """The ``mlflow.app`` factory: MLflow's basic-auth app, with :func:`install` applied first
+    (``create_app`` registers ``_before_request`` by its module-level name, so the order matters)."""
+    from mlflow.server import auth
+
+    install(auth)
+    return auth.create_app()
