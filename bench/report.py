@@ -46,8 +46,9 @@ def limit_for(kind: str, n: int, a: dict, c: dict, admin: dict | None = None) ->
     if ca and cc:
         parts.append(f"server CPU per call: stock {_f(ca)} ms (includes its idle job runner), project {_f(cc)} ms")
     if admin and kind == "log-metric":
-        parts.append(f"most of the project's extra CPU is MLflow's permission check for a regular user (it loads the "
-                     f"run from the tracking store and the user's grants from the auth store on every call): the same "
+        parts.append(f"most of the project's extra CPU is MLflow's permission check for a regular user (even with the "
+                     f"image's fast path it reads the user, the run's experiment and the user's grants on every "
+                     f"call): the same "
                      f"server with admin clients, which skip it, did {_f(admin['rps'])}/s "
                      f"({_f(_ratio(admin['rps'], a['rps']), 2)}× stock; tuning table, shorter windows)")
     return "; ".join(parts)
