@@ -3,6 +3,7 @@
 
     python3 entrypoint.py                # check the environment, prepare, exec `mlflow server`
     python3 entrypoint.py --healthcheck  # exit 0 iff GET http://127.0.0.1:$MLFLOW_PORT/health is 200
+    python3 entrypoint.py --write-schema-heads  # image build: record MLflow's schema head revisions
 
 Steps (each failure ends the process with exit code 2 and ONE line on stderr naming the problem;
 no secret is ever printed or put on a command line):
@@ -13,9 +14,12 @@ no secret is ever printed or put on a command line):
     tracking and auth databases when missing (if the user may), check an s3:// destination
     bucket with head_bucket; embedded mode (nothing configured): SQLite files, local artifacts,
     a generated Flask secret key and admin password kept in MLFLOW_STATE_DIR;
- 4. under a database lock (MySQL GET_LOCK, PostgreSQL advisory lock, a file lock for SQLite):
-    create or upgrade the tracking schema exactly once, refuse a schema it cannot upgrade, and
-    migrate the basic-auth store (with the MySQL/MariaDB fix in auth_schema.py);
+ 4. when both databases are at the head revisions recorded for the installed MLflow
+    (schema_heads.json beside this file, written at image build): nothing to migrate, and MLflow
+    is not imported here (about 2 s less start-up); otherwise, under a database lock (MySQL
+    GET_LOCK, PostgreSQL advisory lock, a file lock for SQLite): create or upgrade the tracking
+    schema exactly once, refuse a schema it cannot upgrade, and migrate the basic-auth store
+    (with the MySQL/MariaDB fix in auth_schema.py);
  5. render the basic-auth ini (0600) under the spool dir and exec `mlflow server` with
     --app-name basic-auth-fastpath (MLflow's basic-auth app with cheaper permission lookups,
     plugins/mlflow_auth_fastpath; MLFLOW_AUTH_FASTPATH=false runs `basic-auth` itself), the
@@ -49,6 +53,7 @@ LOCK_TIMEOUT = 900  # seconds to wait for another process's schema migration
 ADMIN_PASSWORD_MIN = 12  # MLflow's password policy
 PLUGINS = Path(__file__).resolve().parent / "plugins"  # mlflow_auth_fastpath + its dist-info (entry point)
 FASTPATH_APP = "basic-auth-fastpath"
+HEADS_FILE = Path(__file__).resolve().parent / "schema_heads.json"  # written at image build (Dockerfile)
 
 _SECRETS: set[str] = set()  # every value that must never be printed
 
@@ -431,7 +436,8 @@ def progress_logs_to_stdout() -> None:
                 handler.setStream(sys.stdout)
 
 
-def ensure_tracking_schema(url) -> None:
+def ensure_tracking_schema(url) -> str:
+    """Create or upgrade the tracking schema; returns MLflow's head revision (where it now is)."""
     import sqlalchemy
     from alembic.script import ScriptDirectory
     from mlflow.store.db import utils as dbu
@@ -444,11 +450,11 @@ def ensure_tracking_schema(url) -> None:
         t0 = time.monotonic()
         dbu._initialize_tables(engine)
         info(f"tracking schema: created at revision {head} in {time.monotonic() - t0:.1f} s")
-        return
+        return head
     current = dbu._get_schema_version(engine)
     if current == head:
         info(f"tracking schema: up to date (revision {head})")
-        return
+        return head
     if current is None:
         tables = sorted(sqlalchemy.inspect(engine).get_table_names())
         raise Fatal(f"tracking database {url.database!r} has tables ({', '.join(tables[:5])}...) but no MLflow "
@@ -471,6 +477,93 @@ def ensure_tracking_schema(url) -> None:
     if after != head:
         raise Fatal(f"the tracking schema is at revision {after} after the upgrade, expected {head}")
     info(f"tracking schema: upgraded from revision {current} to {head} in {time.monotonic() - t0:.1f} s")
+    return head
+
+
+# --------------------------------------------------------------------------------------------
+# schema heads: a warm start with both schemas at MLflow's head revisions skips importing MLflow
+# --------------------------------------------------------------------------------------------
+def installed_mlflow_version() -> str:
+    from importlib.metadata import version
+
+    return version("mlflow")
+
+
+def compute_schema_heads() -> dict[str, str]:
+    """The head revisions of the installed MLflow's tracking and auth migrations (imports MLflow)."""
+    from alembic.script import ScriptDirectory
+    from mlflow.server.auth.db.utils import _get_alembic_config as auth_alembic_config
+    from mlflow.store.db import utils as dbu
+
+    return {"mlflow": installed_mlflow_version(), "tracking": dbu._get_latest_schema_revision(),
+            "auth": ScriptDirectory.from_config(auth_alembic_config("")).get_current_head()}
+
+
+def recorded_schema_heads(path: Path = HEADS_FILE) -> dict[str, str] | None:
+    """The heads recorded for the installed MLflow version, or None (no file, other version, unreadable)."""
+    import json
+
+    try:
+        heads = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    if not isinstance(heads, dict) or heads.get("mlflow") != installed_mlflow_version():
+        return None
+    if not all(isinstance(heads.get(k), str) and heads[k] for k in ("tracking", "auth")):
+        return None
+    return heads
+
+
+def record_schema_heads(heads: dict[str, str], path: Path = HEADS_FILE) -> bool:
+    """Best effort: write the heads beside the entrypoint when that directory is writable (the image
+    writes them at build time; its root filesystem may be read-only at run time)."""
+    import json
+
+    if recorded_schema_heads(path) == heads:
+        return True
+    if not os.access(path.parent, os.W_OK):
+        return False
+    tmp = path.with_name(f".{path.name}.{os.getpid()}")
+    try:
+        tmp.write_text(json.dumps(heads, sort_keys=True) + "\n")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        return False
+    return True
+
+
+def schema_revisions(tracking_url, auth_url) -> tuple[str | None, str | None]:
+    """The revision in each database's alembic version table (None: no table, no row, or several)."""
+    import sqlalchemy
+
+    from auth_schema import VERSION_TABLE
+
+    found = []
+    for url, table in ((tracking_url, "alembic_version"), (auth_url, VERSION_TABLE)):
+        engine = _engine(url)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sqlalchemy.text(f"SELECT version_num FROM {table}")).all()
+            found.append(rows[0][0] if len(rows) == 1 else None)
+        except sqlalchemy.exc.SQLAlchemyError:
+            found.append(None)
+        finally:
+            engine.dispose()
+    return found[0], found[1]
+
+
+def schemas_at_recorded_heads(db) -> bool:
+    heads = recorded_schema_heads()
+    if heads is None:
+        return False
+    tracking, auth = schema_revisions(db["url"], db["auth_url"])
+    if (tracking, auth) != (heads["tracking"], heads["auth"]):
+        return False
+    info(f"tracking schema: up to date (revision {tracking}); auth schema: up to date (revision {auth}); "
+         f"checked against the head revisions recorded for MLflow {heads['mlflow']}")
+    return True
 
 
 def ensure_auth_schema(url) -> "object":
@@ -488,7 +581,7 @@ def ensure_auth_schema(url) -> "object":
         info(f"auth schema: migrated from {before or 'nothing'} to {after} in {time.monotonic() - t0:.1f} s")
     else:
         info(f"auth schema: up to date (revision {after})")
-    return engine
+    return engine, after
 
 
 def admin_exists(engine, username: str) -> bool:
@@ -594,10 +687,14 @@ def prepare(env: dict) -> tuple[list[str], dict]:
         ensure_database(kind, db["auth_url"])
 
     lock_file = Path(db["url"].database).parent / ".schema.lock" if kind == "sqlite" else None
-    with schema_lock(kind, db["url"], lock_file):
-        ensure_tracking_schema(db["url"])
-        auth_engine = ensure_auth_schema(db["auth_url"])
-        has_admin = admin_exists(auth_engine, s.admin_user)
+    if schemas_at_recorded_heads(db):
+        has_admin = admin_exists(_engine(db["auth_url"]), s.admin_user)
+    else:
+        with schema_lock(kind, db["url"], lock_file):
+            tracking_head = ensure_tracking_schema(db["url"])
+            auth_engine, auth_head = ensure_auth_schema(db["auth_url"])
+            has_admin = admin_exists(auth_engine, s.admin_user)
+        record_schema_heads({"mlflow": installed_mlflow_version(), "tracking": tracking_head, "auth": auth_head})
 
     if not has_admin:
         if not s.admin_password and s.embedded:
@@ -691,6 +788,13 @@ def auth_app(s: Settings) -> str:
 def main(argv: list[str]) -> int:
     if "--healthcheck" in argv:
         return healthcheck()
+    if argv[1:] == ["--write-schema-heads"]:  # image build: lets every start on an up-to-date schema skip MLflow's import
+        heads = compute_schema_heads()
+        if not record_schema_heads(heads):
+            print(f"{PREFIX} error: could not write {HEADS_FILE}", file=sys.stderr)
+            return 2
+        info(f"recorded schema heads in {HEADS_FILE}: {heads}")
+        return 0
     if len(argv) > 1:
         print(f"{PREFIX} error: unexpected arguments {argv[1:]!r}; this entrypoint is configured by environment "
               f"only (see the README's container contract), or takes --healthcheck", file=sys.stderr)

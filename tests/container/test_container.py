@@ -78,6 +78,13 @@ def test_image_is_non_root_exec_form_and_has_no_secret_settings(image):
     history = docker("history", "--no-trunc", "--format", "{{.CreatedBy}}", image.tag).stdout
     for name in SECRET_NAMES:
         assert f"{name}=" not in history, f"a layer of the image sets {name}"
+    # the schema heads recorded at build time (a start on an up-to-date schema then skips MLflow's import)
+    import json
+
+    from mlflow.store.db.utils import _get_latest_schema_revision
+    heads = json.loads(docker("run", "--rm", "--network", "none", "--entrypoint", "cat", image.tag,
+                              "/app/schema_heads.json").stdout)
+    assert heads["mlflow"] == "3.17.2" and heads["tracking"] == _get_latest_schema_revision(), heads
     print(f"\n[container] image {image.size_bytes / 1e6:.0f} MB, built in {image.build_seconds:.1f} s")
 
 

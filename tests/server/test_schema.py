@@ -109,6 +109,58 @@ def test_a_schema_it_cannot_upgrade_is_refused(fresh, tmp_path, case):
     assert ("fedcba987654" in versions(engine)) if case == "newer-revision" else (tables == {"payroll"})
 
 
+# --- warm start: schemas at the recorded head revisions skip importing MLflow -----------------
+def load_entrypoint():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("image_entrypoint", ROOT / "image" / "entrypoint.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_restart_on_an_up_to_date_schema_checks_the_recorded_heads(fresh, tmp_path):
+    """The first start migrates (and records the heads beside the entrypoint when it may, as the
+    image build does); the next start on the same databases only compares revisions."""
+    f = fresh()
+    env = {**f.env(), "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts")}
+    with Server(env) as first:
+        assert "tracking schema: created at revision" in first.output()
+    with Server(env) as second:
+        out = second.output()
+        assert f"tracking schema: up to date (revision {head_revision()}); auth schema: up to date" in out, out
+        assert "checked against the head revisions recorded for MLflow" in out
+        r = requests.post(second.url + "/api/2.0/mlflow/experiments/search", json={"max_results": 1},
+                          auth=(ADMIN, ADMIN_PASSWORD), timeout=30)
+        assert r.status_code == 200, r.text
+
+
+def test_recorded_heads_are_used_only_when_they_match(fresh, tmp_path):
+    ep = load_entrypoint()
+    heads = ep.compute_schema_heads()
+    assert heads["tracking"] == head_revision() and heads["mlflow"] == ep.installed_mlflow_version()
+    path = tmp_path / "schema_heads.json"
+    assert ep.recorded_schema_heads(path) is None  # no file
+    assert ep.record_schema_heads(heads, path) and ep.recorded_schema_heads(path) == heads
+    assert [p.name for p in tmp_path.iterdir()] == ["schema_heads.json"]  # no temp file left
+    path.write_text(path.read_text().replace(heads["mlflow"], "0.0.1"))
+    assert ep.recorded_schema_heads(path) is None  # recorded for another MLflow version
+    path.write_text("{not json")
+    assert ep.recorded_schema_heads(path) is None
+    # the revisions in the databases: none before the first start, the heads after it
+    f = fresh()
+    urls = (sqlalchemy.engine.make_url(f.db.url(f.user, f.password, f.name)),
+            sqlalchemy.engine.make_url(f.db.url(f.user, f.password, f.auth_name)))
+    assert ep.schema_revisions(*urls) == (None, None)  # an empty tracking database, no auth database yet
+    with Server({**f.env(), "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "a")}):
+        pass
+    assert ep.schema_revisions(*urls) == (heads["tracking"], heads["auth"])
+    engine = engine_for(f)
+    with engine.begin() as conn:  # a database one revision behind is not "at the heads"
+        conn.execute(sqlalchemy.text(f"UPDATE alembic_version SET version_num = '{OLD_REVISION}'"))
+    assert ep.schema_revisions(*urls)[0] == OLD_REVISION
+
+
 # --- the auth store on MariaDB ---------------------------------------------------------------
 @pytest.fixture
 def mariadb_fresh(mariadb):
