@@ -6,7 +6,7 @@ import os
 from urllib.parse import quote
 
 from tests.server.conftest import ADMIN_PASSWORD, DB_PASSWORD, SECRET_KEY
-from tests.support.server import ENTRYPOINT
+from tests.support.server import ENTRYPOINT, load_entrypoint
 
 
 def test_processes_argv_has_no_secret_and_the_uvicorn_options(stack):
@@ -53,11 +53,7 @@ def test_server_environment(stack):
 def test_auth_app_choice():
     """`basic-auth-fastpath` by default; MLflow's `basic-auth` when asked, and when the job runner
     is on (MLflow sets up the runner's internal token only for the app named `basic-auth`)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("image_entrypoint", ENTRYPOINT)
-    entrypoint = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(entrypoint)
+    entrypoint = load_entrypoint()
 
     def app(**env):
         return entrypoint.auth_app(entrypoint.Settings({"MLFLOW_BACKEND_STORE_URI": "sqlite:////tmp/x.db", **env}))

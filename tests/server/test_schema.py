@@ -10,7 +10,7 @@ import requests
 import sqlalchemy
 
 from tests.server.conftest import ADMIN, ADMIN_PASSWORD, DB_PASSWORD, unique
-from tests.support.server import ROOT, Server, run_entrypoint
+from tests.support.server import ROOT, Server, load_entrypoint, run_entrypoint
 
 sys.path.insert(0, str(ROOT / "image"))
 _dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True  # keep image/ free of __pycache__
@@ -110,15 +110,6 @@ def test_a_schema_it_cannot_upgrade_is_refused(fresh, tmp_path, case):
 
 
 # --- warm start: schemas at the recorded head revisions skip importing MLflow -----------------
-def load_entrypoint():
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location("image_entrypoint", ROOT / "image" / "entrypoint.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_a_restart_on_an_up_to_date_schema_checks_the_recorded_heads(fresh, tmp_path):
     """The first start migrates (and records the heads beside the entrypoint when it may, as the
     image build does); the next start on the same databases only compares revisions."""

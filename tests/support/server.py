@@ -46,6 +46,16 @@ ENTRYPOINT = ROOT / "image" / "entrypoint.py"
 PYTHON = str(ROOT / ".venv" / "bin" / "python") if (ROOT / ".venv" / "bin" / "python").exists() else sys.executable
 
 
+def load_entrypoint():
+    """image/entrypoint.py as a module (for tests of its functions in-process)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("image_entrypoint", ENTRYPOINT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 class ServerError(RuntimeError):
     """The server process did not become healthy (the message carries the tail of its output)."""
 
