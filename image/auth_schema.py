@@ -57,11 +57,12 @@ def _initial_tables():
     return md
 
 
-def current_revision(engine) -> str | None:
+def current_revision(engine, version_table: str = VERSION_TABLE) -> str | None:
+    """The alembic revision recorded in `version_table` (the auth store's by default), None if none."""
     from alembic.migration import MigrationContext
 
     with engine.connect() as conn:
-        return MigrationContext.configure(conn, opts={"version_table": VERSION_TABLE}).get_current_revision()
+        return MigrationContext.configure(conn, opts={"version_table": version_table}).get_current_revision()
 
 
 def apply_mysql_initial_fix(engine) -> bool:
