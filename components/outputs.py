@@ -19,7 +19,9 @@ DATABASE_ENDPOINT = "databaseEndpoint"
 """Writer endpoint of the Aurora cluster (reachable only from the service)."""
 
 IMAGE_REF = "imageRef"
-"""Digest reference of the server image (``<repo>@sha256:<64 hex>``); promotion copies it."""
+"""Digest reference of the server image (``<repo>@sha256:<64 hex>``) in the stack's own ECR
+repository (an image promoted from outside ECR: as given); promotion hands it to another stack,
+which copies the digest into its own repository."""
 
 ADMIN_SECRET_ARN = "adminSecretArn"
 """ARN of the Secrets Manager secret with the MLflow admin ``username`` and ``password``."""

@@ -49,11 +49,11 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("outputs", help="print a stack's outputs")
     s.add_argument("stack")
     s.add_argument("--json", action="store_true", help="print JSON (secrets masked)")
-    s = sub.add_parser("promote", help="deploy SOURCE's image digest to TARGET (prod never builds)")
+    s = sub.add_parser("promote", help="deploy SOURCE's image digest to TARGET, copied into TARGET's repository")
     s.add_argument("source")
     s.add_argument("target")
     s.add_argument("--repository", metavar="URI",
-                   help="pull from this repository (e.g. a cross-account ECR replica); the digest is kept")
+                   help="copy from this repository instead (e.g. an ECR replica); the digest is kept")
     s.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation (prod)")
     return p
 
@@ -124,7 +124,7 @@ def main(
             res = deploy.promote(
                 args.source, args.target, repository=args.repository, yes=args.yes, confirm=_tty_confirm(stdin, stderr), **opts
             )
-            stdout.write(f"{res.target}: now runs {res.image_ref}\n")
+            stdout.write(f"{res.target}: now runs {res.running_image_ref or res.image_ref}\n")
         stdout.flush()
         return EXIT_OK
     except deploy.DeployError as e:

@@ -43,7 +43,7 @@ def test_up_dev_succeeds_with_progress_on_stderr_and_the_result_on_stdout(fake_c
     fake.stacks["dev"].config[IMG] = (REF, False)
     code, out, err = run(["up", "dev"], fake, project)
     assert code == 0
-    assert out == "dev: update succeeded: delete 1, update 1, unchanged 6\n"
+    assert out == "dev: update succeeded: create 1, delete 1, update 1, unchanged 6\n"  # the copy replaces the build
     assert "dev: selecting stack" in err and "Updating (dev)" in err
     assert error_lines(err) == []
 
@@ -78,8 +78,9 @@ def test_promote_into_prod_without_a_tty_and_without_yes_is_refused(fake_cli, pr
 def test_promote_with_yes(fake_cli, project):
     fake = fake_cli()
     ref = fake.stacks["dev"].outputs["imageRef"][0]
+    own = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlflow-prod@" + ref.rsplit("@", 1)[1]
     code, out, err = run(["promote", "dev", "prod", "--yes"], fake, project)
-    assert code == 0 and out == f"prod: now runs {ref}\n"
+    assert code == 0 and out == f"prod: now runs {own}\n"  # prod's own copy, dev's digest
     assert (project / "Pulumi.prod.yaml").read_text().count(f"{IMG}: {ref}") == 1
 
 
@@ -88,7 +89,7 @@ def test_promote_into_prod_asks_on_a_tty(fake_cli, project, answer, code):
     fake = fake_cli()
     rc, out, err = run(["promote", "dev", "prod"], fake, project, stdin=Stdin(answer, tty=True))
     assert rc == code
-    assert "from 'dev' to production stack 'prod' (create 7)? [y/N] " in err
+    assert "from 'dev' to production stack 'prod' (create 8)? [y/N] " in err
     assert bool(fake.stacks["prod"].resources) == (code == 0)
     if code:
         assert error_lines(err) == ["error: promote to production stack 'prod' not confirmed; nothing deployed"]

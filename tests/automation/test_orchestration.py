@@ -15,12 +15,13 @@ from pulumi import automation as auto
 
 import deploy
 from tests.automation.conftest import REF, REPO
-from tests.automation.fake_pulumi import RecordingPulumiCommand, sketch_program
+from tests.automation.fake_pulumi import COPY, RecordingPulumiCommand, SketchProgram, sketch_program
 
 ENV = "mlflow-tracking:environment"
 IMG = "mlflow-tracking:imageRef"
 PROTECT = "mlflow-tracking:protectData"
 DELETION = "mlflow-tracking:deletionProtection"
+PROD_REPO = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlflow-prod"
 
 LS = "stack ls --json"
 OUT = ["stack output --json --stack {s}", "stack output --json --show-secrets --stack {s}"]
@@ -79,15 +80,16 @@ def test_preview_selects_the_stack_and_previews_only(fake_cli, project, progress
     assert calls(fake) == [LS, select("dev"), PREVIEW.format(s="dev")]
     assert summary.stack == "dev"
     assert summary.has_changes
-    assert dict(summary.counts) == {"same": 6, "update": 1, "delete": 1}
+    assert dict(summary.counts) == {"same": 6, "update": 1, "delete": 1, "create": 1}
     ops = {(c.op, c.type) for c in summary.changes}
-    assert ops == {("update", "aws:ecs/taskDefinition:TaskDefinition"), ("delete", "docker:index/image:Image")}
+    assert ops == {("update", "aws:ecs/taskDefinition:TaskDefinition"), ("delete", "docker:index/image:Image"),
+                   ("create", COPY)}
     task = next(c for c in summary.changes if c.op == "update")
     assert task.diffs == ("containerDefinitions",)
     # the diff is shown through the progress callback: the CLI's own text and one line per change
     assert "Previewing update (dev)" in progress.text
     assert "~ update   aws:ecs/taskDefinition:TaskDefinition  mlflow-task  [diff: containerDefinitions]" in progress.text
-    assert progress[-1] == "dev: planned: delete 1, update 1, unchanged 6"
+    assert progress[-1] == "dev: planned: create 1, delete 1, update 1, unchanged 6"
     # a preview changes nothing
     assert IMG in dict(fake.stacks["dev"].config) and "docker:index/image:Image" in str(fake.stacks["dev"].resources)
 
@@ -162,7 +164,7 @@ def test_up_into_prod_declined_previews_but_does_not_update(fake_cli, project, p
         deploy.up("prod", confirm=confirm, **kw(fake, project, progress))
 
     assert calls(fake) == [LS, get(ENV, "prod"), get(IMG, "prod"), select("prod"), PREVIEW.format(s="prod")]
-    assert confirm.questions == ["Update production stack 'prod' (create 7)?"]
+    assert confirm.questions == ["Update production stack 'prod' (create 8)?"]
     assert fake.stacks["prod"].resources == {}
 
 
@@ -176,7 +178,7 @@ def test_up_into_prod_confirmed(fake_cli, project, progress):
     assert calls(fake) == [LS, get(ENV, "prod"), get(IMG, "prod"), select("prod"), PREVIEW.format(s="prod"),
                            UP.format(s="prod"), *after_update("prod")]
     assert len(confirm.questions) == 1
-    assert result.outputs.image_ref == REF
+    assert result.outputs.image_ref == f"{PROD_REPO}@{REF.rsplit('@', 1)[1]}"
     assert "docker:index/image:Image" not in {c.type for c in result.changes.changes}
 
 
@@ -306,12 +308,55 @@ def test_promote_dev_to_prod_writes_the_digest_previews_then_updates(fake_cli, p
     ]
     assert res.source == "dev" and res.target == "prod"
     assert res.image_ref == ref and res.previous_image_ref is None
-    assert res.update.outputs.image_ref == ref
+    own = f"{PROD_REPO}@{ref.rsplit('@', 1)[1]}"
+    assert res.update.outputs.image_ref == own == res.running_image_ref
     assert "docker:index/image:Image" not in {c.type for c in res.preview.changes}
     assert "docker:index/image:Image" not in str(fake.stacks["prod"].resources)
     assert stack_file(project, "prod")["config"][IMG] == ref
     assert f"prod: setting {IMG} = {ref}" in progress
-    assert progress[-1] == f"prod: now runs {ref}"
+    assert progress[-1] == f"prod: now runs {own} (copied from {ref})"
+
+
+def test_promote_leaves_prod_running_its_own_copy_of_the_digest(fake_cli, project, progress):
+    """Prod's image must outlive dev (dev's ECR lifecycle policy expires images; destroying dev
+    force-deletes its repository): after ``promote dev prod`` prod runs dev's digest from prod's
+    own repository, and still previews clean once dev's repository is gone."""
+    registry: set[str] = set()
+    fake = fake_cli(program=SketchProgram(registry))
+    dev_ref = fake.stacks["dev"].outputs["imageRef"][0]
+    digest = dev_ref.rsplit("@", 1)[1]
+
+    res = deploy.promote("dev", "prod", yes=True, **kw(fake, project, progress))
+
+    own = f"{PROD_REPO}@{digest}"
+    assert res.update.outputs.image_ref == own == res.running_image_ref
+    assert res.image_ref == dev_ref == stack_file(project, "prod")["config"][IMG]  # the config names the source
+    (copy,) = [r for r in fake.stacks["prod"].resources.values() if r["type"] == COPY]
+    assert copy["inputs"]["source_ref"] == dev_ref
+    assert progress[-1] == f"prod: now runs {own} (copied from {dev_ref})"
+
+    registry.discard(dev_ref)  # pulumi destroy -s dev: dev's repository and its images are gone
+    assert not deploy.preview("prod", **kw(fake, project, progress)).has_changes
+
+
+def test_promote_refuses_a_digest_the_source_repository_no_longer_holds(fake_cli, project, progress):
+    """ECR lifecycle policy expired dev's image (or dev was destroyed) after its last ``up``: the
+    copy's check fails the preview, the target's config is restored and nothing is deployed."""
+    registry: set[str] = set()
+    fake = fake_cli(program=SketchProgram(registry))
+    dev_ref = fake.stacks["dev"].outputs["imageRef"][0]
+    registry.clear()
+
+    with pytest.raises(deploy.DeployError) as err:
+        deploy.promote("dev", "prod", yes=True, **kw(fake, project, progress))
+
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert f"value {{{dev_ref}}} has a problem: {dev_ref.rsplit('@', 1)[1]} is not in repository 'mlflow-dev'" in msg
+    assert msg.endswith("build the image again and promote the new digest")
+    assert calls(fake)[-2:] == [PREVIEW.format(s="prod"), f"config rm {IMG} --stack prod"]
+    assert "up" not in fake.commands() and fake.stacks["prod"].resources == {}
+    assert IMG not in stack_file(project, "prod")["config"]
 
 
 def test_promote_to_a_running_prod_shows_the_task_definition_diff(fake_cli, project, progress):
@@ -323,9 +368,10 @@ def test_promote_to_a_running_prod_shows_the_task_definition_diff(fake_cli, proj
     res = deploy.promote("dev", "prod", confirm=Answers(True), **kw(fake, project, progress))
 
     assert res.previous_image_ref == old
-    assert dict(res.preview.counts) == {"same": 6, "update": 1}
+    assert dict(res.preview.counts) == {"same": 6, "update": 2}
     assert [c.describe() for c in res.preview.changes] == [
-        "  ~ update   aws:ecs/taskDefinition:TaskDefinition  mlflow-task  [diff: containerDefinitions]"
+        f"  ~ update   {COPY}  mlflow-image-copy  [diff: digest, source_ref]",
+        "  ~ update   aws:ecs/taskDefinition:TaskDefinition  mlflow-task  [diff: containerDefinitions]",
     ]
     assert any("mlflow-task" in line and "[diff: ~containerDefinitions]" in line for line in progress)
 
@@ -398,7 +444,7 @@ def test_promote_to_prod_declined_after_the_preview_restores_the_config(fake_cli
 
     restore = f"config rm {IMG} --stack prod" if previous is None else f"config set {IMG} --plaintext --stack prod -- {previous}"
     assert calls(fake)[-3:] == [f"config set {IMG} --plaintext --stack prod -- {ref}", PREVIEW.format(s="prod"), restore]
-    assert confirm.questions == [f"Promote {ref} from 'dev' to production stack 'prod' (create 7)?"]
+    assert confirm.questions == [f"Promote {ref} from 'dev' to production stack 'prod' (create 8)?"]
     assert fake.stacks["prod"].resources == {}
     assert stack_file(project, "prod")["config"].get(IMG) == previous
 
@@ -423,7 +469,8 @@ def test_promote_fails_when_the_target_reports_another_image(fake_cli, project, 
         return sketch_program(stack, {k: v for k, v in config.items() if k != IMG})
 
     fake = fake_cli({"dev": {"deployed": True, "outputs": {"imageRef": REF}}, "qa": {}}, program=wrong)
-    with pytest.raises(deploy.DeployError, match=r"stack 'qa' reports imageRef '.*mlflow-qa@sha256:.*' after the update, expected"):
+    with pytest.raises(deploy.DeployError,
+                       match=r"stack 'qa' reports imageRef '.*mlflow-qa@sha256:.*' after the update, expected the promoted digest sha256:a{64}$"):
         deploy.promote("dev", "qa", **kw(fake, project, progress))
 
 

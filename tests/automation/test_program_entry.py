@@ -3,7 +3,8 @@
 ``deploy`` runs ``pulumi up`` in the project directory, which runs ``__main__.py`` ->
 ``program.define_stack()``. Here that function runs under ``pulumi.runtime.set_mocks``
 (``preview=False``) with the config of ``Pulumi.dev.yaml`` plus the ``mlflow-tracking:imageRef``
-that ``deploy.promote`` writes, in a child process so the global runtime state stays there.
+that ``deploy.promote`` writes, in a child process so the global runtime state stays there. The
+promoted digest is copied into the stack's own repository (``EcrImageCopy``) and run from there.
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from tests.automation.conftest import REF, ROOT
 PROJECT = "mlflow-tracking"
 IMAGE = "docker:index/image:Image"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
+COPY = "pulumi-python:dynamic/mlflowtracking:EcrImageCopy"
+REPO = "aws:ecr/repository:Repository"
 
 pytestmark = pytest.mark.skipif(
     not (ROOT / "program.py").exists() or not (ROOT / "Pulumi.dev.yaml").exists(),
@@ -84,12 +87,19 @@ def test_with_image_ref_set_no_image_is_built(promoted):
     assert not any(t.startswith("docker:") for t in types), "nothing may build or push an image"
 
 
-def test_with_image_ref_set_the_task_definition_runs_that_exact_reference(promoted):
+def test_with_image_ref_set_the_task_definition_runs_the_stacks_own_copy_of_that_digest(promoted):
+    """The stack copies the promoted digest into its own repository (prod's image outlives dev's
+    repository) and runs it from there: same digest, other repository."""
+    (copy,) = [r for r in promoted["resources"] if r["type"] == COPY]
+    assert copy["inputs"]["source_ref"] == REF
+    (repo,) = [r for r in promoted["resources"] if r["type"] == REPO]
+    assert repo["inputs"]["imageTagMutability"] == "IMMUTABLE"
     tasks = [r for r in promoted["resources"] if r["type"] == TASK]
     assert len(tasks) == 1
     images = container_images(tasks[0]["inputs"])
-    assert REF in images
-    assert all(img == REF or "@sha256:" not in img for img in images), images
+    own = f"{copy['inputs']['repository_url']}@{REF.rsplit('@', 1)[1]}"
+    assert own in images and REF not in images
+    assert all(img == own or "@sha256:" not in img for img in images), images
 
 
 def test_without_image_ref_dev_builds_its_image():
