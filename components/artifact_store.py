@@ -3,7 +3,8 @@
 Never public: all four public-access blocks, ``BucketOwnerEnforced`` (no ACLs), server-side
 encryption (SSE-S3 by default, a KMS key optional), a bucket policy denying any request not
 made over TLS, aborted incomplete multipart uploads cleaned up, versioning with expiry of
-noncurrent versions where the stack wants it, ``force_destroy`` only where the stack allows it.
+noncurrent versions where the stack wants it (an unversioned bucket is never versioned),
+``force_destroy`` only where the stack allows it.
 Clients never need AWS credentials: they reach artifacts through the server's proxy.
 """
 
@@ -77,9 +78,14 @@ class ArtifactStore(pulumi.ComponentResource):
             f"{name}-encryption", bucket=bucket.id,
             rules=[{"apply_server_side_encryption_by_default": sse, "bucket_key_enabled": bool(args.kms_key_arn)}],
             opts=child)
-        versioning = aws.s3.BucketVersioning(
-            f"{name}-versioning", bucket=bucket.id,
-            versioning_configuration={"status": "Enabled" if args.versioning else "Suspended"}, opts=child)
+        # No versioning resource without versioning: a new bucket then stays unversioned (putting
+        # "Suspended" would make it versioning-suspended for good), and a bucket that had
+        # versioning is suspended when the resource is deleted. The provider refuses an update to
+        # "Disabled" from "Enabled" or "Suspended", so that status cannot express the switch.
+        versioning = None
+        if args.versioning:
+            versioning = aws.s3.BucketVersioning(f"{name}-versioning", bucket=bucket.id,
+                                                 versioning_configuration={"status": "Enabled"}, opts=child)
 
         rules = [{"id": "abort-incomplete-multipart-uploads", "status": "Enabled", "filter": {},
                   "abort_incomplete_multipart_upload": {"days_after_initiation": args.abort_multipart_days}}]
@@ -88,7 +94,8 @@ class ArtifactStore(pulumi.ComponentResource):
                           "noncurrent_version_expiration": {"noncurrent_days": args.noncurrent_version_days},
                           "expiration": {"expired_object_delete_marker": True}})
         aws.s3.BucketLifecycleConfiguration(f"{name}-lifecycle", bucket=bucket.id, rules=rules,
-                                            opts=pulumi.ResourceOptions(parent=self, depends_on=[versioning]))
+                                            opts=pulumi.ResourceOptions(parent=self,
+                                                                        depends_on=[versioning] if versioning else []))
 
         policy = pulumi.Output.json_dumps({
             "Version": "2012-10-17",

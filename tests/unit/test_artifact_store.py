@@ -55,11 +55,21 @@ def test_policy_denies_every_request_without_tls(dev_store):
 def test_dev_force_destroy_no_versioning_no_protect(dev_store):
     bucket = dev_store.one("aws:s3/bucket:Bucket")
     assert bucket.inputs["forceDestroy"] is True and not bucket.protect
-    assert dev_store.one("aws:s3/bucketVersioning:BucketVersioning").inputs["versioningConfiguration"][
-        "status"] == "Suspended"
     rules = dev_store.one("aws:s3/bucketLifecycleConfiguration:BucketLifecycleConfiguration").inputs["rules"]
     assert [r["id"] for r in rules] == ["abort-incomplete-multipart-uploads"]
     assert rules[0]["abortIncompleteMultipartUpload"]["daysAfterInitiation"] == 7
+
+
+def test_a_bucket_without_versioning_is_never_versioned(dev_store):
+    """S3 User Guide, "Using versioning in S3 buckets": a bucket is unversioned until versioning is
+    enabled, and once enabled or suspended it can never return to unversioned. Putting
+    ``Suspended`` on a new bucket makes it a versioning-suspended bucket for good. The
+    provider's ``aws_s3_bucket_versioning`` refuses an update from ``Enabled``/``Suspended`` to
+    ``Disabled`` and, when deleted, suspends a versioned bucket and leaves an unversioned one
+    alone: so no versioning resource at all is what keeps a new bucket unversioned and still
+    suspends one that had versioning."""
+    assert [x.inputs["versioningConfiguration"]["status"]
+            for x in dev_store.of_type("aws:s3/bucketVersioning:BucketVersioning")] == []
 
 
 def test_prod_protected_versioned_with_noncurrent_expiry(prod_store):
