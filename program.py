@@ -1,7 +1,9 @@
 """The Pulumi program: settings -> one ``MlflowTrackingServer`` -> stack outputs.
 
 ``__main__.py`` calls :func:`define_stack`; the unit tests and the automation code run the same
-function under mocks. Data sources (zones, region, account) are resolved here, once.
+function under mocks. Data sources (zones, region, account, the Aurora engine version) are
+resolved here, once, and the rules that need them (zone count, certificate region, 0-ACU
+support of the resolved version) fail here with one line naming the setting.
 """
 
 from __future__ import annotations
@@ -13,7 +15,8 @@ import pulumi_aws as aws
 
 import config
 from components import outputs
-from components.container_image import context_digest
+from components.database import ENGINES
+from components.container_image import build_tag
 from components.tracking_server import MlflowTrackingServer, MlflowTrackingServerArgs
 
 ROOT = Path(__file__).resolve().parent
@@ -22,20 +25,22 @@ IMAGE_CONTEXT = "image"
 RESOURCE_NAME = "mlflow"
 
 
-def server_args(settings: config.Settings, zones: list[str], region: str, account_id: str) -> MlflowTrackingServerArgs:
+def server_args(settings: config.Settings, zones: list[str], region: str, account_id: str,
+                engine_version: str) -> MlflowTrackingServerArgs:
     """Map validated settings (and the resolved data sources) onto the composition's args."""
     s = settings
     return MlflowTrackingServerArgs(
         availability_zones=tuple(zones[: s.az_count]), region=region, account_id=account_id,
         vpc_cidr=s.vpc_cidr, nat_mode=s.nat_mode,
-        db_engine=s.db_engine, db_engine_version=s.db_engine_version, db_min_acu=s.db_min_acu,
+        db_engine=s.db_engine, db_engine_version=engine_version, db_min_acu=s.db_min_acu,
         db_max_acu=s.db_max_acu, db_auto_pause_seconds=s.db_auto_pause_seconds, db_reader=s.db_reader,
         db_backup_retention_days=s.db_backup_retention_days, deletion_protection=s.deletion_protection,
         final_snapshot=s.final_snapshot,
         bucket_force_destroy=s.bucket_force_destroy, bucket_versioning=s.bucket_versioning,
         noncurrent_version_days=s.noncurrent_version_days, bucket_kms_key_arn=s.bucket_kms_key_arn,
         image_ref=s.image_ref, image_context=IMAGE_CONTEXT,
-        image_tag=None if s.image_ref else context_digest(ROOT / IMAGE_CONTEXT), ecr_images_kept=s.ecr_images_kept,
+        image_tag=None if s.image_ref else build_tag(ROOT / IMAGE_CONTEXT, s.cpu_architecture),
+        ecr_images_kept=s.ecr_images_kept,
         cpu=s.cpu, memory=s.memory, ephemeral_storage_gib=s.ephemeral_storage_gib,
         cpu_architecture=s.cpu_architecture, desired_count=s.desired_count, min_tasks=s.min_tasks,
         max_tasks=s.max_tasks, cpu_target_percent=s.cpu_target_percent, server_workers=s.server_workers,
@@ -43,27 +48,58 @@ def server_args(settings: config.Settings, zones: list[str], region: str, accoun
         container_insights=s.is_prod, admin_username=s.admin_username,
         auth_default_permission=s.auth_default_permission, auth_cache_ttl_seconds=s.auth_cache_ttl_seconds,
         alb_scheme=s.alb_scheme, allowed_cidrs=s.allowed_cidrs, certificate_arn=s.certificate_arn,
-        domain_name=s.domain_name, idle_timeout_seconds=s.idle_timeout_seconds, protect_data=s.protect_data,
+        hosted_zone_id=s.hosted_zone_id, domain_name=s.domain_name, idle_timeout_seconds=s.idle_timeout_seconds, protect_data=s.protect_data,
         tags={"project": config.NAMESPACE, "stack": pulumi.get_stack(), "environment": s.environment},
     )
 
 
+def resolve_engine_version(settings: config.Settings) -> str:
+    """The exact Aurora version ``dbEngineVersion`` means in this region: the newest minor of a
+    major line, or the exact version if the region offers it (``aws_rds_engine_version``;
+    the parameter group family is an exact filter, unlike a partial ``version``).
+
+    :raises config.SettingsError: when the region offers no such version, or (with dbMinAcu 0) the
+        version it resolves to cannot auto-pause.
+    """
+    line = config.engine_line(settings.db_engine, settings.db_engine_version)
+    query = {"engine": ENGINES[settings.db_engine][0], "parameter_group_family": line.parameter_group_family}
+    query.update({"preferred_versions": [line.exact]} if line.exact else {"latest": True})
+    try:
+        resolved = aws.rds.get_engine_version(**query).version_actual
+    except Exception as err:  # the provider's message names the criteria, not the setting
+        raise config.SettingsError(
+            f"invalid setting {config.NAMESPACE}:dbEngineVersion = '{settings.db_engine_version}'; allowed: a "
+            f"version Aurora offers in this region for Serverless v2 ({str(err).splitlines()[0][:200]})") from None
+    if not resolved:
+        raise config.SettingsError(f"invalid setting {config.NAMESPACE}:dbEngineVersion = "
+                                   f"'{settings.db_engine_version}'; allowed: a version Aurora offers in this region")
+    config.check_zero_acu(settings, resolved)
+    return resolved
+
+
 def define_stack() -> MlflowTrackingServer:
-    """Load the settings, resolve zones/region/account, build the stack, export its outputs.
+    """Load the settings, resolve zones/region/account/engine version, build the stack, export its
+    outputs.
 
     :raises config.SettingsError: on a bad setting, before any resource is registered.
     """
     settings = config.load_settings()
 
-    zones = aws.get_availability_zones(state="available").names
+    # Opted-in Local Zones are "available" too, and sort first; the database, NAT gateways and
+    # the load balancer need the region's own zones.
+    zones = aws.get_availability_zones(
+        state="available", filters=[{"name": "opt-in-status", "values": ["opt-in-not-required"]}]).names
     if len(zones) < settings.az_count:
         raise config.SettingsError(
             f"invalid setting {config.NAMESPACE}:azCount = '{settings.az_count}'; allowed: at most "
             f"{len(zones)} (the available zones of this region: {', '.join(zones)})")
     region = aws.get_region().region
+    config.check_certificate_region(settings, region)
     account_id = aws.get_caller_identity().account_id
+    engine_version = resolve_engine_version(settings)
 
-    server = MlflowTrackingServer(RESOURCE_NAME, server_args(settings, list(zones), region, account_id))
+    server = MlflowTrackingServer(RESOURCE_NAME, server_args(settings, list(zones), region, account_id,
+                                                             engine_version))
 
     pulumi.export(outputs.TRACKING_URI, server.tracking_uri)
     pulumi.export(outputs.LOAD_BALANCER_DNS, server.load_balancer_dns_name)

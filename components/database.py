@@ -5,6 +5,15 @@ accessible, its own security group admitting the engine port only from the clien
 security group. Storage encrypted. The master password comes from pulumi-random and is kept,
 with host, port, user, database name and engine, in a Secrets Manager secret (JSON) that ECS
 injects into the task; it is never exported.
+
+Versions: the caller passes the exact version it resolved (the program asks the
+``aws_rds_engine_version`` data source once). It is used at creation only: ``engineVersion`` is
+in ``ignore_changes``, so AWS's automatic minor upgrades (and newer minors found later) never
+plan a downgrade, which RDS refuses. Instances follow their cluster's version. A major upgrade is
+a deliberate operation outside this program.
+
+Windows (UTC): backups 02:00-03:00 daily, maintenance (minor upgrades, patches) Sunday
+03:30-04:30 on the cluster and every instance.
 """
 
 from __future__ import annotations
@@ -18,8 +27,13 @@ import pulumi_random as random
 
 ENGINES = {"mysql": ("aurora-mysql", 3306), "postgresql": ("aurora-postgresql", 5432)}
 """Engine setting -> (Aurora engine name, port)."""
-DEFAULT_ENGINE_VERSION = {"mysql": "8.0.mysql_aurora.3.08.2", "postgresql": "16.6"}
-"""Versions used when none is given; both support 0 ACU (auto-pause)."""
+DEFAULT_ENGINE_VERSION = {"mysql": "8.0.mysql_aurora.3", "postgresql": "16"}
+"""Major lines used when none is given; the program resolves each to its newest minor (both lines'
+current minors support 0 ACU)."""
+BACKUP_WINDOW = "02:00-03:00"
+"""Daily automated backups (UTC)."""
+MAINTENANCE_WINDOW = "sun:03:30-sun:04:30"
+"""Weekly maintenance (UTC), clear of the backup window (RDS refuses overlapping windows)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -34,8 +48,9 @@ class DatabaseArgs:
     """The only security group admitted on the engine port (the ECS service's)."""
     engine: str = "mysql"
     """``mysql`` (Aurora MySQL 3) or ``postgresql``."""
-    engine_version: str = "8.0.mysql_aurora.3.08.2"
-    """Aurora engine version (min 0 ACU needs MySQL >= 3.08 / PostgreSQL >= 13.15, 14.12, 15.7, 16.3)."""
+    engine_version: str
+    """Exact Aurora engine version, used at creation (min 0 ACU needs MySQL >= 3.08 / PostgreSQL >=
+    13.15, 14.12, 15.7, 16.3); later changes are ignored (see the module docstring)."""
     min_acu: float = 0.5
     """Serverless v2 minimum capacity, 0 to 256 in steps of 0.5 (0 = pause when idle)."""
     max_acu: float = 4.0
@@ -97,6 +112,10 @@ class Database(pulumi.ComponentResource):
     """The database's security group."""
     secret_arn: pulumi.Output[str]
     """Secrets Manager secret: JSON ``host, port, username, password, dbname, engine``."""
+    ready: list[pulumi.Resource]
+    """What a client must wait for before its first connection: the writer instance (the cluster
+    endpoint exists minutes before it accepts connections) and the credentials' secret version.
+    Pass as ``depends_on``; the one exception to "expose IDs, not resources"."""
 
     def __init__(self, name: str, args: DatabaseArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("mlflowtracking:index:Database", name, None, opts)
@@ -140,30 +159,32 @@ class Database(pulumi.ComponentResource):
             storage_encrypted=True,
             serverlessv2_scaling_configuration=scaling,
             backup_retention_period=args.backup_retention_days,
-            preferred_backup_window="02:00-03:00",
+            preferred_backup_window=BACKUP_WINDOW,
+            preferred_maintenance_window=MAINTENANCE_WINDOW,
             copy_tags_to_snapshot=True,
             deletion_protection=args.deletion_protection,
             skip_final_snapshot=not args.final_snapshot,
             final_snapshot_identifier=final_snapshot_id,
             tags=tags,
-            opts=data,
+            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, ignore_changes=["engineVersion"]),
         )
 
         instances = [("writer", args.availability_zones[0], 0)]
         if args.reader:
             instances.append(("reader", args.availability_zones[1], 1))
+        created = {}
         for role, zone, tier in instances:
-            aws.rds.ClusterInstance(
+            created[role] = aws.rds.ClusterInstance(
                 f"{name}-{role}",
                 cluster_identifier=cluster.id,
                 engine=engine_name,
-                engine_version=cluster.engine_version,
                 instance_class="db.serverless",
                 availability_zone=zone,
                 promotion_tier=tier,
                 publicly_accessible=False,
                 db_subnet_group_name=subnet_group.name,
                 auto_minor_version_upgrade=True,
+                preferred_maintenance_window=MAINTENANCE_WINDOW,
                 tags=tags,
                 opts=data,
             )
@@ -175,7 +196,7 @@ class Database(pulumi.ComponentResource):
             tags=tags,
             opts=data,
         )
-        aws.secretsmanager.SecretVersion(
+        secret_value = aws.secretsmanager.SecretVersion(
             f"{name}-credentials-value",
             secret_id=secret.id,
             secret_string=pulumi.Output.json_dumps({
@@ -198,6 +219,7 @@ class Database(pulumi.ComponentResource):
         self.cluster_arn = cluster.arn
         self.security_group_id = sg.id
         self.secret_arn = secret.arn
+        self.ready = [created["writer"], secret_value]
         self.register_outputs({
             "endpoint": self.endpoint,
             "readerEndpoint": self.reader_endpoint,

@@ -10,16 +10,17 @@
 - Task role: get/put/delete/list on the artifact prefix of the bucket, nothing else.
   Execution role: pull the image, write its log group, read its own three secrets.
 - Service in private subnets without public IP, circuit breaker with rollback, CPU-target
-  autoscaling between min and max tasks.
-- ALB: security group admitting 80/443 only from ``allowed_cidrs``; HTTPS listener with the
-  certificate and an HTTP->HTTPS redirect (plain HTTP forward only without a certificate);
-  target group health check ``/health``; idle timeout passed to the container, which keeps
-  connections alive longer.
+  autoscaling between min and max tasks. Created after the database writer and every secret
+  value it reads (``depends_on``); ``pulumi up`` waits for a steady state, so a deployment the
+  circuit breaker rolls back fails the update (:data:`ROLLOUT_TIMEOUTS`).
+- ALB, certificate and DNS: :mod:`components.load_balancer`; the container:
+  :mod:`components.container_definition`.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import re
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -27,11 +28,19 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
-CONTAINER_NAME = "mlflow"
-CONTAINER_PORT = 5000
-SPOOL_VOLUME = "spool"
-SPOOL_PATH = "/var/spool/mlflow"
-HEALTHCHECK_COMMAND = ["CMD", "python3", "/app/entrypoint.py", "--healthcheck"]
+from components.container_definition import (  # noqa: F401 (re-exported: the contract's names)
+    CONTAINER_NAME, CONTAINER_PORT, HEALTHCHECK_COMMAND, SPOOL_PATH, SPOOL_VOLUME, STOP_TIMEOUT_SECONDS,
+    container_definition)
+from components.load_balancer import DEREGISTRATION_DELAY_SECONDS, build_load_balancer  # noqa: F401
+
+ROLLOUT_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="60m", delete="30m")
+"""How long ``pulumi up`` waits for the ECS service's steady state (the provider's default is
+20 minutes). One task start is about 9 minutes at worst: image pull (about 5), the container
+health check's 120 s start period and 3 × 30 s retries (or the service's 180 s grace period),
+then 2 × 15 s of target group health checks. Create: the circuit breaker's 3 failed starts
+(27 min) before ECS fails the deployment. Update: those, the rollback's start, the old tasks'
+draining (:data:`DEREGISTRATION_DELAY_SECONDS`) and stop (:data:`STOP_TIMEOUT_SECONDS`): 53 min.
+Delete: draining and stopping (17 min)."""
 FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
     256: (512, 1024, 2048),
     512: tuple(range(1024, 4096 + 1, 1024)),
@@ -131,20 +140,31 @@ class ServiceArgs:
     # --- load balancer -----------------------------------------------------------------------
     alb_scheme: str = "internet-facing"
     """``internet-facing`` or ``internal``."""
-    allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
-    """Networks admitted on 80/443 of the load balancer."""
+    allowed_cidrs: tuple[str, ...]
+    """Networks admitted on 80/443 of the load balancer (no default: plain HTTP would carry the
+    admin password to whoever it admits)."""
     certificate_arn: Optional[str] = None
-    """ACM certificate: HTTPS listener + HTTP redirect; ``None`` = plain HTTP (dev only)."""
+    """ACM certificate of this region covering ``domain_name``: HTTPS listener + HTTP redirect."""
+    hosted_zone_id: Optional[str] = None
+    """Route 53 zone of ``domain_name``: an alias record to the ALB, and (without
+    ``certificate_arn``) a DNS-validated ACM certificate. Neither: plain HTTP (dev only)."""
     domain_name: Optional[str] = None
-    """Custom domain (CNAME managed outside): tracking URI and allowed Host header."""
+    """The tracking URI's host and the only allowed Host header (required with a certificate)."""
     idle_timeout_seconds: int = 900
     """ALB idle timeout; the server keeps connections alive longer."""
     deletion_protection: bool = False
     """ALB deletion protection."""
     container_insights: bool = False
     """CloudWatch Container Insights on the ECS cluster (extra cost)."""
+    depends_on: list[pulumi.Resource] = field(default_factory=list)
+    """What the ECS service must wait for besides its own resources: the database writer instance
+    and the credentials' secret version (``Database.ready``)."""
     tags: dict[str, str] = field(default_factory=dict)
     """Tags on every resource."""
+
+    @property
+    def https(self) -> bool:
+        return self.certificate_arn is not None or self.hosted_zone_id is not None
 
     def __post_init__(self) -> None:
         if self.memory not in FARGATE_MEMORY.get(self.cpu, ()):
@@ -174,6 +194,8 @@ class ServiceArgs:
             raise ValueError("workers and pool_size: at least 1; max_overflow: at least 0")
         if len(self.public_subnet_ids) < 2 or len(self.private_subnet_ids) < 2:
             raise ValueError("subnets: at least two zones for the load balancer")
+        if self.https and not self.domain_name:
+            raise ValueError("domain_name: required with certificate_arn or hosted_zone_id (the name clients verify)")
 
 
 def _statement(actions: list[str], resources: list, condition: Optional[dict] = None, sid: str = "") -> dict:
@@ -191,7 +213,7 @@ class Service(pulumi.ComponentResource):
     load_balancer_arn: pulumi.Output[str]
     """ARN of the ALB."""
     tracking_uri: pulumi.Output[str]
-    """What MLflow clients use: ``https://<domain or ALB DNS>`` (``http://`` without certificate)."""
+    """What MLflow clients use: ``https://<domain>`` with a certificate, else ``http://<domain or ALB DNS>``."""
     admin_secret_arn: pulumi.Output[str]
     """Secret with the admin ``username`` and ``password`` (JSON)."""
     cluster_name: pulumi.Output[str]
@@ -214,14 +236,13 @@ class Service(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         protected = pulumi.ResourceOptions(parent=self, protect=args.protect)
         tags = dict(args.tags)
-        https = args.certificate_arn is not None
 
         # --- application secrets ---------------------------------------------------------
         admin_password = random.RandomPassword(f"{name}-admin-password", length=32, special=False, opts=protected)
         admin_secret = aws.secretsmanager.Secret(
             f"{name}-admin", description="MLflow admin user (JSON: username, password)",
             recovery_window_in_days=7 if args.protect else 0, tags=tags, opts=protected)
-        aws.secretsmanager.SecretVersion(
+        admin_value = aws.secretsmanager.SecretVersion(
             f"{name}-admin-value", secret_id=admin_secret.id,
             secret_string=pulumi.Output.json_dumps({"username": args.admin_username,
                                                     "password": admin_password.result}),
@@ -230,7 +251,7 @@ class Service(pulumi.ComponentResource):
         flask_secret = aws.secretsmanager.Secret(
             f"{name}-flask-secret-key", description="MLflow Flask session/CSRF key (JSON: secret_key)",
             recovery_window_in_days=7 if args.protect else 0, tags=tags, opts=child)
-        aws.secretsmanager.SecretVersion(
+        flask_value = aws.secretsmanager.SecretVersion(
             f"{name}-flask-secret-key-value", secret_id=flask_secret.id,
             secret_string=pulumi.Output.json_dumps({"secret_key": flask_key.result}), opts=child)
 
@@ -283,108 +304,27 @@ class Service(pulumi.ComponentResource):
                            policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": task_statements}),
                            opts=child)
 
-        # --- load balancer -----------------------------------------------------------------
-        alb_sg = aws.ec2.SecurityGroup(f"{name}-alb-sg", vpc_id=args.vpc_id,
-                                       description="MLflow ALB: HTTP(S) from the allowed networks",
-                                       tags={**tags, "Name": f"{name}-alb"}, opts=child)
-        ports = [80, 443] if https else [80]
-        for i, cidr in enumerate(args.allowed_cidrs):
-            v6 = ipaddress.ip_network(cidr).version == 6
-            for port in ports:
-                aws.vpc.SecurityGroupIngressRule(
-                    f"{name}-alb-in-{port}-{i}", security_group_id=alb_sg.id, ip_protocol="tcp",
-                    from_port=port, to_port=port, description=f"clients ({cidr})",
-                    **({"cidr_ipv6": cidr} if v6 else {"cidr_ipv4": cidr}), opts=child)
-        aws.vpc.SecurityGroupEgressRule(f"{name}-alb-to-service", security_group_id=alb_sg.id, ip_protocol="tcp",
-                                        from_port=CONTAINER_PORT, to_port=CONTAINER_PORT,
-                                        referenced_security_group_id=args.service_security_group_id,
-                                        description="MLflow tasks", opts=child)
-        aws.vpc.SecurityGroupIngressRule(f"{name}-service-from-alb", security_group_id=args.service_security_group_id,
-                                         ip_protocol="tcp", from_port=CONTAINER_PORT, to_port=CONTAINER_PORT,
-                                         referenced_security_group_id=alb_sg.id, description="MLflow ALB",
-                                         opts=child)
-
+        # --- load balancer (components/load_balancer.py) -------------------------------------
         internal = args.alb_scheme == "internal"
-        alb = aws.lb.LoadBalancer(
-            f"{name}-alb", load_balancer_type="application", internal=internal,
-            subnets=args.private_subnet_ids if internal else args.public_subnet_ids,
-            security_groups=[alb_sg.id], idle_timeout=args.idle_timeout_seconds,
-            drop_invalid_header_fields=True, enable_deletion_protection=args.deletion_protection,
-            tags=tags, opts=child)
-        target_group = aws.lb.TargetGroup(
-            f"{name}-tg", port=CONTAINER_PORT, protocol="HTTP", target_type="ip", vpc_id=args.vpc_id,
-            deregistration_delay=30,
-            health_check={"path": "/health", "matcher": "200", "protocol": "HTTP", "interval": 15,
-                          "timeout": 5, "healthy_threshold": 2, "unhealthy_threshold": 3},
-            tags=tags, opts=child)
-        forward = [{"type": "forward", "target_group_arn": target_group.arn}]
-        listeners = []
-        if https:
-            listeners.append(aws.lb.Listener(
-                f"{name}-https", load_balancer_arn=alb.arn, port=443, protocol="HTTPS",
-                certificate_arn=args.certificate_arn, ssl_policy="ELBSecurityPolicy-TLS13-1-2-2021-06",
-                default_actions=forward, tags=tags, opts=child))
-            listeners.append(aws.lb.Listener(
-                f"{name}-http", load_balancer_arn=alb.arn, port=80, protocol="HTTP",
-                default_actions=[{"type": "redirect",
-                                  "redirect": {"protocol": "HTTPS", "port": "443", "status_code": "HTTP_301"}}],
-                tags=tags, opts=child))
-        else:
-            listeners.append(aws.lb.Listener(f"{name}-http", load_balancer_arn=alb.arn, port=80, protocol="HTTP",
-                                             default_actions=forward, tags=tags, opts=child))
+        lb = build_load_balancer(
+            name, parent=self, vpc_id=args.vpc_id,
+            subnet_ids=args.private_subnet_ids if internal else args.public_subnet_ids, internal=internal,
+            service_security_group_id=args.service_security_group_id, container_port=CONTAINER_PORT,
+            allowed_cidrs=args.allowed_cidrs, certificate_arn=args.certificate_arn,
+            hosted_zone_id=args.hosted_zone_id, domain_name=args.domain_name,
+            idle_timeout_seconds=args.idle_timeout_seconds, deletion_protection=args.deletion_protection, tags=tags)
 
         # --- task definition ---------------------------------------------------------------
-        allowed_hosts = [alb.dns_name] + ([args.domain_name] if args.domain_name else [])
-        env = {
-            "AWS_REGION": args.region,
-            "MLFLOW_ARTIFACTS_DESTINATION": pulumi.Output.concat("s3://", args.bucket_name, f"/{prefix}"),
-            "MLFLOW_AUTH_CACHE_TTL_SECONDS": str(args.auth_cache_ttl_seconds),
-            "MLFLOW_AUTH_DB_NAME": args.auth_db_name,
-            "MLFLOW_AUTH_DEFAULT_PERMISSION": args.auth_default_permission,
-            "MLFLOW_DB_ENGINE": args.db_engine,
-            "MLFLOW_DB_HOST": args.db_host,
-            "MLFLOW_DB_NAME": args.db_name,
-            "MLFLOW_DB_PORT": str(args.db_port),
-            "MLFLOW_DB_USER": args.db_user,
-            "MLFLOW_LB_IDLE_TIMEOUT_SECONDS": str(args.idle_timeout_seconds),
-            "MLFLOW_PORT": str(CONTAINER_PORT),
-            "MLFLOW_SERVE_ARTIFACTS": "true",
-            "MLFLOW_SERVER_ALLOWED_HOSTS": pulumi.Output.all(*allowed_hosts).apply(",".join),
-            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if args.enable_job_execution else "false",
-            "MLFLOW_SPOOL_DIR": SPOOL_PATH,
-            "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(args.max_overflow),
-            "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": "280",
-            "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(args.pool_size),
-            "MLFLOW_WORKERS": str(args.workers),
-        }
-        secrets = {
-            "MLFLOW_AUTH_ADMIN_PASSWORD": pulumi.Output.concat(admin_secret.arn, ":password::"),
-            "MLFLOW_AUTH_ADMIN_USERNAME": pulumi.Output.concat(admin_secret.arn, ":username::"),
-            "MLFLOW_DB_PASSWORD": pulumi.Output.concat(args.db_secret_arn, ":password::"),
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": pulumi.Output.concat(flask_secret.arn, ":secret_key::"),
-        }
-        container = {
-            "name": CONTAINER_NAME,
-            "image": args.image_ref,
-            "essential": True,
-            "portMappings": [{"containerPort": CONTAINER_PORT, "protocol": "tcp", "name": "http"}],
-            "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
-            "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
-            "readonlyRootFilesystem": True,
-            "privileged": False,
-            "linuxParameters": {"capabilities": {"drop": ["ALL"]}, "initProcessEnabled": True},
-            "mountPoints": [{"sourceVolume": SPOOL_VOLUME, "containerPath": SPOOL_PATH, "readOnly": False}],
-            "healthCheck": {"command": HEALTHCHECK_COMMAND, "interval": 30, "timeout": 5, "retries": 3,
-                            "startPeriod": 120},
-            "ulimits": [{"name": "nofile", "softLimit": 65536, "hardLimit": 65536}],
-            "stopTimeout": 30,
-            "logConfiguration": {"logDriver": "awslogs", "options": {
-                "awslogs-group": log_group.name, "awslogs-region": args.region,
-                "awslogs-stream-prefix": CONTAINER_NAME}},
-        }
+        # The domain is the only name a certificate covers, so with one it is the only Host the
+        # server admits; the ALB's own DNS name then fails TLS verification anyway. The ALB's
+        # health checks need no allowed host: MLflow exempts /health from the host check.
+        container = container_definition(
+            args, prefix=prefix, log_group_name=log_group.name, admin_secret_arn=admin_secret.arn,
+            flask_secret_arn=flask_secret.arn, allowed_hosts=lb.host)
         task = aws.ecs.TaskDefinition(
             f"{name}-task",
-            family=f"{name}-mlflow",
+            # Families are per account and region: the project and stack keep dev and prod apart.
+            family=re.sub(r"[^A-Za-z0-9_-]", "-", f"{pulumi.get_project()}-{pulumi.get_stack()}-{name}")[:255],
             requires_compatibilities=["FARGATE"],
             network_mode="awsvpc",
             cpu=str(args.cpu),
@@ -415,7 +355,7 @@ class Service(pulumi.ComponentResource):
             network_configuration={"subnets": args.private_subnet_ids,
                                    "security_groups": [args.service_security_group_id],
                                    "assign_public_ip": False},
-            load_balancers=[{"target_group_arn": target_group.arn, "container_name": CONTAINER_NAME,
+            load_balancers=[{"target_group_arn": lb.target_group.arn, "container_name": CONTAINER_NAME,
                              "container_port": CONTAINER_PORT}],
             deployment_circuit_breaker={"enable": True, "rollback": True},
             deployment_minimum_healthy_percent=100,
@@ -423,10 +363,15 @@ class Service(pulumi.ComponentResource):
             health_check_grace_period_seconds=180,
             propagate_tags="SERVICE",
             enable_ecs_managed_tags=True,
-            wait_for_steady_state=False,
+            # A deployment the circuit breaker rolls back must fail `pulumi up`, not look done.
+            wait_for_steady_state=True,
             tags=tags,
-            # With autoscaling, the scaler owns the running count after creation.
-            opts=pulumi.ResourceOptions(parent=self, depends_on=listeners,
+            # Tasks need the listener (target group attached), a writer that accepts connections
+            # and every secret value they read at start. With autoscaling, the scaler owns the
+            # running count after creation.
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[*lb.listeners, *args.depends_on, admin_value,
+                                                                 flask_value],
+                                        custom_timeouts=ROLLOUT_TIMEOUTS,
                                         ignore_changes=["desiredCount"] if autoscaling else None),
         )
         if autoscaling:
@@ -446,18 +391,15 @@ class Service(pulumi.ComponentResource):
                 },
                 opts=child)
 
-        host = args.domain_name
-        scheme = "https" if https else "http"
-        self.load_balancer_dns_name = alb.dns_name
-        self.load_balancer_arn = alb.arn
-        self.tracking_uri = (pulumi.Output.from_input(f"{scheme}://{host}") if host
-                             else pulumi.Output.concat(f"{scheme}://", alb.dns_name))
+        self.load_balancer_dns_name = lb.alb.dns_name
+        self.load_balancer_arn = lb.alb.arn
+        self.tracking_uri = pulumi.Output.concat("https://" if lb.https else "http://", lb.host)
         self.admin_secret_arn = admin_secret.arn
         self.cluster_name = cluster.name
         self.service_name = service.name
         self.task_definition_arn = task.arn
         self.log_group_name = log_group.name
-        self.alb_security_group_id = alb_sg.id
+        self.alb_security_group_id = lb.security_group_id
         self.task_role_arn = task_role.arn
         self.execution_role_arn = execution_role.arn
         self.register_outputs({

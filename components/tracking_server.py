@@ -18,6 +18,7 @@ import pulumi_aws as aws
 from components.artifact_store import ArtifactStore, ArtifactStoreArgs
 from components.container_image import ContainerImage, ContainerImageArgs
 from components.database import DEFAULT_ENGINE_VERSION, Database, DatabaseArgs
+from components.naming import check_resource_name
 from components.network import Network, NetworkArgs
 from components.service import Service, ServiceArgs
 from components.sizing import pool_sizing
@@ -40,8 +41,8 @@ class MlflowTrackingServerArgs:
     # --- database ------------------------------------------------------------------------------
     db_engine: str = "mysql"
     """``mysql`` | ``postgresql``."""
-    db_engine_version: Optional[str] = None
-    """Aurora engine version; default per engine (both support 0 ACU)."""
+    db_engine_version: str
+    """Exact Aurora engine version, resolved once by the program (used at creation only)."""
     db_min_acu: float = 0.5
     """Minimum ACUs (0 = auto-pause)."""
     db_max_acu: float = 4.0
@@ -108,12 +109,15 @@ class MlflowTrackingServerArgs:
     # --- load balancer -------------------------------------------------------------------------
     alb_scheme: str = "internet-facing"
     """``internet-facing`` | ``internal``."""
-    allowed_cidrs: tuple[str, ...] = ("0.0.0.0/0",)
-    """Networks admitted on 80/443."""
+    allowed_cidrs: tuple[str, ...]
+    """Networks admitted on 80/443 (no default: see ``ServiceArgs.allowed_cidrs``)."""
     certificate_arn: Optional[str] = None
-    """ACM certificate (HTTPS + redirect); ``None`` = plain HTTP."""
+    """ACM certificate of this region covering ``domain_name`` (HTTPS + redirect)."""
+    hosted_zone_id: Optional[str] = None
+    """Route 53 zone of ``domain_name``: alias record, and a DNS-validated certificate unless
+    ``certificate_arn``. Neither: plain HTTP."""
     domain_name: Optional[str] = None
-    """Custom domain (CNAME managed outside)."""
+    """Tracking URI host and only allowed Host header (required with HTTPS)."""
     idle_timeout_seconds: int = 900
     """ALB idle timeout."""
     # --- protection ----------------------------------------------------------------------------
@@ -127,10 +131,6 @@ class MlflowTrackingServerArgs:
             raise ValueError(f"db_engine: mysql or postgresql, got {self.db_engine!r}")
         # Fails early (ValueError) when the fleet cannot fit the database's connection limit.
         self.pool()
-
-    @property
-    def engine_version(self) -> str:
-        return self.db_engine_version or DEFAULT_ENGINE_VERSION[self.db_engine]
 
     def pool(self):
         return pool_sizing(engine=self.db_engine, min_acu=self.db_min_acu, max_acu=self.db_max_acu,
@@ -154,6 +154,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
     """Security group of the tasks."""
 
     def __init__(self, name: str, args: MlflowTrackingServerArgs, opts: Optional[pulumi.ResourceOptions] = None):
+        check_resource_name(name)  # before registering anything: it prefixes every AWS name below
         super().__init__("mlflowtracking:index:MlflowTrackingServer", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
@@ -178,7 +179,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
         database = Database(f"{name}-database", DatabaseArgs(
             vpc_id=network.vpc_id, subnet_ids=network.isolated_subnet_ids,
             availability_zones=args.availability_zones, client_security_group_id=service_sg.id,
-            engine=args.db_engine, engine_version=args.engine_version, min_acu=args.db_min_acu,
+            engine=args.db_engine, engine_version=args.db_engine_version, min_acu=args.db_min_acu,
             max_acu=args.db_max_acu, auto_pause_seconds=args.db_auto_pause_seconds, reader=args.db_reader,
             backup_retention_days=args.db_backup_retention_days, deletion_protection=args.deletion_protection,
             final_snapshot=args.final_snapshot, protect=args.protect_data, tags=tags), opts=child)
@@ -194,7 +195,8 @@ class MlflowTrackingServer(pulumi.ComponentResource):
 
         image = ContainerImage(f"{name}-image", ContainerImageArgs(
             image_ref=args.image_ref, context=args.image_context, tag=args.image_tag, cpu_architecture=args.cpu_architecture,
-            images_kept=args.ecr_images_kept, force_delete=not args.protect_data, tags=tags), opts=child)
+            images_kept=args.ecr_images_kept, force_delete=not args.protect_data, protect=args.protect_data,
+            tags=tags), opts=child)
 
         pool = args.pool()
         service = Service(f"{name}-service", ServiceArgs(
@@ -215,9 +217,9 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             admin_username=args.admin_username, auth_default_permission=args.auth_default_permission,
             auth_cache_ttl_seconds=args.auth_cache_ttl_seconds, protect=args.protect_data,
             alb_scheme=args.alb_scheme, allowed_cidrs=args.allowed_cidrs, certificate_arn=args.certificate_arn,
-            domain_name=args.domain_name, idle_timeout_seconds=args.idle_timeout_seconds,
-            deletion_protection=args.deletion_protection, container_insights=args.container_insights,
-            tags=tags), opts=child)
+            hosted_zone_id=args.hosted_zone_id, domain_name=args.domain_name,
+            idle_timeout_seconds=args.idle_timeout_seconds, deletion_protection=args.deletion_protection,
+            container_insights=args.container_insights, depends_on=database.ready, tags=tags), opts=child)
 
         self.tracking_uri = service.tracking_uri
         self.load_balancer_dns_name = service.load_balancer_dns_name

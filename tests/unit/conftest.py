@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.unit.harness import CERT, PROMOTED_REF, Run, run, stack_config
+from tests.unit.harness import PROMOTED_REF, Run, run, stack_config
 
 
 def run_program(stack: str, **overrides) -> Run:
@@ -19,11 +19,17 @@ def dev() -> Run:
     return run_program("dev")
 
 
+PROD_DOMAIN = "mlflow.example.com"
+PROD_ZONE = "Z0123456789ABCDEFGHIJ"
+PROD_OVERRIDES = {"domainName": PROD_DOMAIN, "hostedZoneId": PROD_ZONE, "imageRef": PROMOTED_REF}
+"""What a user sets before the first prod update: the domain and its Route 53 zone (``pulumi config
+set``) and the promoted image digest (``python -m deploy promote dev prod``)."""
+
+
 @pytest.fixture(scope="session")
 def prod() -> Run:
-    """``Pulumi.prod.yaml`` plus what a user sets before the first prod update: a certificate
-    (``pulumi config set``) and the promoted image digest (``python -m deploy promote dev prod``)."""
-    return run_program("prod", certificateArn=CERT, imageRef=PROMOTED_REF)
+    """``Pulumi.prod.yaml`` plus :data:`PROD_OVERRIDES`."""
+    return run_program("prod", **PROD_OVERRIDES)
 
 
 def pytest_configure(config):

@@ -20,11 +20,13 @@ import pulumi
 import yaml
 from pulumi.runtime.mocks import MockMonitor
 
+from tests.unit import stand_ins
+
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "mlflow-tracking"
 ACCOUNT = "123456789012"
-REGION = "eu-west-1"
-ZONES = [f"{REGION}a", f"{REGION}b", f"{REGION}c"]
+REGION = stand_ins.REGION
+ZONES = stand_ins.ZONES
 DIGEST = "b" * 64
 PROMOTED_REF = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mlflow-dev@sha256:{DIGEST}"
 CERT = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/11111111-2222-3333-4444-555555555555"
@@ -48,6 +50,10 @@ class Res:
     id: str = ""
     raw_inputs: dict[str, Any] = field(default_factory=dict)
     """Inputs as sent, secrets still wrapped (see :func:`is_secret`)."""
+    dependencies: tuple[str, ...] = ()
+    """URNs this resource waits for: ``depends_on`` plus the resources its inputs came from."""
+    custom_timeouts: dict[str, str] = field(default_factory=dict)
+    """``customTimeouts`` as sent (``create``/``update``/``delete``, e.g. ``"30m"``), empty if unset."""
 
     def container_definitions(self) -> list[dict[str, Any]]:
         defs = self.inputs["containerDefinitions"]
@@ -105,6 +111,20 @@ class Recorder(pulumi.runtime.Mocks):
         elif t == "aws:secretsmanager/secret:Secret":
             out.update(arn=f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:{name}-{_h(name, 6)}")
             rid = out["arn"]
+        elif t == "aws:acm/certificate:Certificate":
+            # ACM answers one DNS validation record per name (domain + SANs) once the certificate
+            # is requested with validation_method DNS (ACM User Guide, "DNS validation").
+            cert_id = f"{_h(name, 8)}-0000-4000-8000-{_h(name + 'id', 12)}"
+            out.update(arn=f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/{cert_id}", domainValidationOptions=[{
+                "domainName": d, "resourceRecordName": f"_{_h(d, 32)}.{d}.", "resourceRecordType": "CNAME",
+                "resourceRecordValue": f"_{_h(d + 'v', 32)}.acm-validations.aws."}
+                for d in [inputs["domainName"], *inputs.get("subjectAlternativeNames", [])]] if (
+                inputs.get("validationMethod") == "DNS") else [])
+            rid = out["arn"]
+        elif t == "aws:route53/record:Record":
+            out.update(fqdn=str(inputs["name"]).rstrip("."))
+        elif t == "aws:acm/certificateValidation:CertificateValidation":
+            rid = str(inputs["certificateArn"])
         elif t in ("aws:ecs/cluster:Cluster", "aws:ecs/service:Service", "aws:rds/subnetGroup:SubnetGroup"):
             out.setdefault("name", f"{name}-{_h(name)}")
         return rid, out
@@ -112,8 +132,13 @@ class Recorder(pulumi.runtime.Mocks):
     def call(self, args: pulumi.runtime.MockCallArgs):
         self.calls.append((args.token, dict(args.args)))
         tok = args.token
-        if tok == "aws:index/getAvailabilityZones:getAvailabilityZones":
-            return {"names": ZONES, "zoneIds": ["euw1-az1", "euw1-az2", "euw1-az3"], "id": REGION}
+        try:
+            if tok == "aws:index/getAvailabilityZones:getAvailabilityZones":
+                return stand_ins.availability_zones(dict(args.args))
+            if tok == "aws:rds/getEngineVersion:getEngineVersion":
+                return stand_ins.engine_version(dict(args.args))
+        except stand_ins.DataSourceError as err:  # a failed invoke, as the engine reports it
+            return {}, [("", str(err))]
         if tok == "aws:index/getRegion:getRegion":
             return {"name": REGION, "region": REGION, "id": REGION, "endpoint": f"ec2.{REGION}.amazonaws.com",
                     "description": "Europe (Ireland)"}
@@ -127,7 +152,8 @@ class Recorder(pulumi.runtime.Mocks):
 
 
 class RecordingMonitor(MockMonitor):
-    """Also records parent, protect and ignoreChanges (MockResourceArgs carries none of them)."""
+    """Also records parent, protect, ignoreChanges, dependencies and customTimeouts
+    (MockResourceArgs carries none of them)."""
 
     def __init__(self, recorder: Recorder) -> None:
         super().__init__(recorder)
@@ -144,7 +170,9 @@ class RecordingMonitor(MockMonitor):
                 inputs=_unwrap(raw := pulumi.runtime.rpc.deserialize_properties(request.object)), raw_inputs=raw,
                 outputs=dict(state), parent=request.parent, protect=bool(request.protect),
                 ignore_changes=tuple(request.ignoreChanges), custom=bool(request.custom),
-                id=registration.id)
+                id=registration.id, dependencies=tuple(request.dependencies),
+                custom_timeouts={k: v for k in ("create", "update", "delete")
+                                 if (v := getattr(request.customTimeouts, k, ""))})
         return response
 
 

@@ -17,6 +17,7 @@ ISOLATED = ["subnet-iso-a", "subnet-iso-b"]
 
 
 def database(**kw):
+    kw.setdefault("engine_version", "8.0.mysql_aurora.3.10.0")
     args = DatabaseArgs(vpc_id="vpc-1", subnet_ids=ISOLATED, availability_zones=tuple(ZONES[:2]),
                         client_security_group_id=CLIENT_SG, **kw)
     return run(lambda: Database("db", args))
@@ -94,6 +95,39 @@ def test_credentials_secret_holds_the_connection_and_the_generated_password(mysq
     assert mysql.one(CLUSTER).inputs["masterPassword"] == password.outputs["result"]
 
 
+def _window(text: str) -> tuple[int, int]:
+    """``ddd:hh24:mi-ddd:hh24:mi`` (or ``hh24:mi-hh24:mi``, daily) as minutes of the week."""
+    days = ["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+
+    def minute(part: str, day: int) -> int:
+        bits = part.split(":")
+        if len(bits) == 3:
+            day, bits = days.index(bits[0]), bits[1:]
+        return day * 1440 + int(bits[0]) * 60 + int(bits[1])
+
+    start, end = text.split("-")
+    return minute(start, 0), minute(end, 0)
+
+
+@pytest.mark.parametrize("fixture", ["mysql", "pg_protected"])
+def test_maintenance_window_pinned_and_clear_of_the_backup_window(fixture, request):
+    """RDS: ``preferred_maintenance_window`` (ddd:hh24:mi-ddd:hh24:mi, UTC, at least 30 minutes)
+    must not overlap ``preferred_backup_window``; unset, RDS picks a random 30-minute slot per
+    region and instance, so minor upgrades and restarts land whenever (Aurora User Guide,
+    "Adjusting the preferred DB cluster maintenance window")."""
+    r = request.getfixturevalue(fixture)
+    cluster = r.one(CLUSTER).inputs
+    backup = _window(cluster["preferredBackupWindow"])
+    maintenance = _window(cluster["preferredMaintenanceWindow"])
+    assert maintenance[1] - maintenance[0] >= 30
+    for day in range(7):  # the backup window repeats daily
+        b0, b1 = backup[0] + day * 1440, backup[1] + day * 1440
+        assert maintenance[1] <= b0 or b1 <= maintenance[0], (cluster["preferredBackupWindow"],
+                                                              cluster["preferredMaintenanceWindow"])
+    for inst in r.of_type(INSTANCE):
+        assert inst.inputs["preferredMaintenanceWindow"] == cluster["preferredMaintenanceWindow"]
+
+
 def test_children_parented(mysql):
     comp = mysql.one("mlflowtracking:index:Database")
     assert all(x.parent == comp.urn and x.name.startswith("db-") for x in mysql.resources if x is not comp)
@@ -106,4 +140,4 @@ def test_children_parented(mysql):
 def test_args_validation(kw):
     with pytest.raises(ValueError):
         DatabaseArgs(vpc_id="v", subnet_ids=ISOLATED, availability_zones=tuple(ZONES[:2]),
-                     client_security_group_id=CLIENT_SG, **kw)
+                     client_security_group_id=CLIENT_SG, engine_version="8.0.mysql_aurora.3.10.0", **kw)

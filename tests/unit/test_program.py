@@ -8,6 +8,8 @@ import json
 import pytest
 
 from components import outputs
+from tests.unit import stand_ins
+from tests.unit.conftest import PROD_DOMAIN, PROD_OVERRIDES
 from tests.unit.harness import CERT, PROMOTED_REF, REGION, Run
 from tests.unit.test_settings import settings_of
 
@@ -20,7 +22,6 @@ EGR = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 SUBNET = "aws:ec2/subnet:Subnet"
 SECRET = "aws:secretsmanager/secret:Secret"
 
-PROD_OVERRIDES = {"certificateArn": CERT, "imageRef": PROMOTED_REF}
 
 
 @pytest.fixture(scope="module", params=["dev", "prod"])
@@ -51,7 +52,7 @@ def test_outputs_are_the_shared_names_and_never_a_secret(stack):
     assert r.exports[outputs.ADMIN_SECRET_ARN] == r.named("mlflow-service-admin").outputs["arn"]
     dns = r.one("aws:lb/loadBalancer:LoadBalancer").outputs["dnsName"]
     assert r.exports[outputs.LOAD_BALANCER_DNS] == dns
-    assert r.exports[outputs.TRACKING_URI] == ("https://" if name == "prod" else "http://") + dns
+    assert r.exports[outputs.TRACKING_URI] == (f"https://{PROD_DOMAIN}" if name == "prod" else f"http://{dns}")
     assert r.exports[outputs.ARTIFACT_BUCKET] == r.one(BUCKET).outputs["bucket"]
     assert r.exports[outputs.DATABASE_ENDPOINT] == r.one(CLUSTER).outputs["endpoint"]
 
@@ -141,10 +142,8 @@ def test_execution_role_scoped_to_its_secrets_log_group_and_repository(stack):
     by_sid = {s["Sid"]: s for s in r.named("mlflow-service-execution-policy").policy()["Statement"]}
     assert sorted(by_sid["ReadOwnSecrets"]["Resource"]) == sorted(x.outputs["arn"] for x in r.of_type(SECRET))
     assert by_sid["WriteOwnLogs"]["Resource"] == [r.one("aws:cloudwatch/logGroup:LogGroup").outputs["arn"] + ":*"]
-    if name == "dev":
-        expected = r.one("aws:ecr/repository:Repository").outputs["arn"]
-    else:
-        expected = "arn:aws:ecr:eu-west-1:123456789012:repository/mlflow-dev"
+    # dev pulls what it built, prod its own copy of the promoted digest: each from its own repository
+    expected = r.one("aws:ecr/repository:Repository").outputs["arn"]
     assert by_sid["PullOwnImage"]["Resource"] == [expected]
 
 
@@ -194,7 +193,17 @@ def test_availability_zones_come_from_the_data_source(stack):
     assert zones == [f"{REGION}a", f"{REGION}b"][: settings(name).az_count]
     assert sorted(t for t, _ in r.recorder.calls if not t.startswith("aws:ecr")) == sorted([
         "aws:index/getAvailabilityZones:getAvailabilityZones", "aws:index/getRegion:getRegion",
-        "aws:index/getCallerIdentity:getCallerIdentity"])
+        "aws:index/getCallerIdentity:getCallerIdentity", "aws:rds/getEngineVersion:getEngineVersion"])
+
+
+def test_opted_in_local_zones_are_never_picked(stack):
+    """EC2 DescribeAvailabilityZones lists opted-in Local Zones with ``state`` available, and they
+    sort first (``<region>-<metro>-1a``); Aurora, NAT gateways and ALBs are not offered in most
+    of them. ``opt-in-status`` = ``opt-in-not-required`` keeps the region's own zones only."""
+    _, r = stack
+    (call,) = [a for t, a in r.recorder.calls if t == "aws:index/getAvailabilityZones:getAvailabilityZones"]
+    assert call.get("filters") == [{"name": "opt-in-status", "values": ["opt-in-not-required"]}]
+    assert not [s.name for s in r.of_type(SUBNET) if s.inputs["availabilityZone"] == stand_ins.LOCAL_ZONE]
 
 
 # --- dev ------------------------------------------------------------------------------------------
@@ -254,15 +263,19 @@ def test_prod_spool_logs_and_tls(prod):
     assert prod.one(TASK).inputs["ephemeralStorage"]["sizeInGib"] >= 100
     assert prod.one("aws:cloudwatch/logGroup:LogGroup").inputs["retentionInDays"] == 90
     listeners = {x.inputs["port"]: x.inputs for x in prod.of_type("aws:lb/listener:Listener")}
-    assert listeners[443]["certificateArn"] == CERT
+    assert listeners[443]["certificateArn"] == prod.one("aws:acm/certificate:Certificate").outputs["arn"]
     assert listeners[80]["defaultActions"][0]["type"] == "redirect"
 
 
-def test_prod_never_builds(prod):
+def test_prod_never_builds_and_runs_its_own_copy_of_the_promoted_digest(prod):
     assert not [x for x in prod.resources if x.type.startswith("docker:")]
-    assert not prod.of_type("aws:ecr/repository:Repository")
+    repo = prod.one("aws:ecr/repository:Repository")
+    assert repo.protect and repo.inputs["imageTagMutability"] == "IMMUTABLE"
+    copy = prod.one("pulumi-python:dynamic/mlflowtracking:EcrImageCopy")
+    assert copy.inputs["source_ref"] == PROMOTED_REF
     (c,) = prod.one(TASK).container_definitions()
-    assert c["image"] == PROMOTED_REF == prod.exports[outputs.IMAGE_REF]
+    own = f"{repo.outputs['repositoryUrl']}@{PROMOTED_REF.rsplit('@', 1)[1]}"
+    assert c["image"] == own == prod.exports[outputs.IMAGE_REF]
 
 
 # --- variants -------------------------------------------------------------------------------------
@@ -288,7 +301,7 @@ def test_postgresql_internal_alb_custom_domain_and_cidrs():
     assert db_rule[0].inputs["fromPort"] == 5432
     assert r.one("aws:lb/loadBalancer:LoadBalancer").inputs["internal"] is True
     assert r.exports[outputs.TRACKING_URI] == "https://mlflow.example.com"
-    assert env_of(r)["MLFLOW_SERVER_ALLOWED_HOSTS"].endswith(",mlflow.example.com")
+    assert env_of(r)["MLFLOW_SERVER_ALLOWED_HOSTS"] == "mlflow.example.com"
     alb_rules = [x for x in r.of_type(ING) if x.inputs["securityGroupId"] == r.named("mlflow-service-alb-sg").id]
     assert {x.inputs["cidrIpv4"] for x in alb_rules} == {"10.20.0.0/16"}
     assert all(ipaddress.ip_network(x.inputs["cidrIpv4"]) for x in alb_rules)

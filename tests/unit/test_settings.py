@@ -7,7 +7,7 @@ import pulumi
 
 import config
 from components.sizing import PoolTooSmall, aurora_connection_limit, pool_sizing
-from tests.unit.conftest import run_program
+from tests.unit.conftest import PROD_OVERRIDES, run_program
 from tests.unit.harness import CERT, PROMOTED_REF, run, stack_config
 
 NS = config.NAMESPACE
@@ -19,13 +19,13 @@ def settings_of(stack: str, **overrides) -> config.Settings:
 
 
 def test_defaults_are_documented_and_safe():
-    s = config.load_settings({})
+    s = config.load_settings({"allowedCidrs": "10.0.0.0/8"})  # no default without HTTPS (test_tls.py)
     assert s.environment == "dev"
     assert s.protect_data is True and s.deletion_protection is True and s.final_snapshot is True
     assert s.bucket_force_destroy is False and s.bucket_versioning is True
     assert s.idle_timeout_seconds == 900
     assert s.image_ref is None and s.certificate_arn is None
-    assert s.db_engine == "mysql" and s.db_engine_version == "8.0.mysql_aurora.3.08.2"
+    assert s.db_engine == "mysql" and s.db_engine_version == "8.0.mysql_aurora.3"  # the newest minor at preview
     assert 21 <= s.ephemeral_storage_gib <= 200
 
 
@@ -39,7 +39,7 @@ def test_dev_stack_file_settings():
 
 
 def test_prod_stack_file_settings():
-    s = settings_of("prod", certificateArn=CERT, imageRef=PROMOTED_REF)
+    s = settings_of("prod", **PROD_OVERRIDES)
     assert (s.environment, s.protect_data, s.nat_mode) == ("prod", True, "perAz")
     assert s.deletion_protection and s.final_snapshot and s.db_reader
     assert s.db_backup_retention_days == 14 and s.log_retention_days == 90
@@ -57,8 +57,8 @@ def test_values_arrive_as_strings_from_the_engine():
 
 
 def test_postgresql_with_zero_acu_uses_a_version_that_can_pause():
-    s = config.load_settings({"dbEngine": "postgresql", "dbMinAcu": "0"})
-    assert s.db_engine_version == "16.6" and s.db_port == 5432
+    s = config.load_settings({"dbEngine": "postgresql", "dbMinAcu": "0", "allowedCidrs": "10.0.0.0/8"})
+    assert s.db_engine_version == "16" and s.db_port == 5432  # 16.3+ can pause; the program checks the minor
 
 
 # key, value, extra settings, words the message must contain (besides key and value)
@@ -111,19 +111,38 @@ def test_bad_setting_names_key_value_and_what_is_allowed(key, value, extra, word
     assert "\n" not in msg  # one message, one line
 
 
+def test_a_kms_alias_arn_is_refused_with_how_to_find_the_key_arn():
+    """KMS Developer Guide, "Aliases in AWS KMS" / "Using aliases to control access to KMS keys":
+    an alias ARN in a policy's Resource element controls access to the alias, not to the key, so
+    the task role's kms:Decrypt / kms:GenerateDataKey grant on an alias ARN grants nothing."""
+    alias = "arn:aws:kms:eu-west-1:123456789012:alias/mlflow-artifacts"
+    with pytest.raises(config.SettingsError) as info:
+        config.load_settings({"bucketKmsKeyArn": alias, "allowedCidrs": "10.0.0.0/8"})
+    msg = str(info.value)
+    assert f"{NS}:bucketKmsKeyArn" in msg and "aws kms describe-key" in msg and "KeyMetadata.Arn" in msg
+    assert "\n" not in msg
+    key = "arn:aws:kms:eu-west-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab"
+    assert config.load_settings({"bucketKmsKeyArn": key, "allowedCidrs": "10.0.0.0/8"}).bucket_kms_key_arn == key
+
+
 def test_prod_refuses_to_run_without_a_certificate():
-    with pytest.raises(config.SettingsError, match=f"{NS}:certificateArn.*allowed: an ACM certificate ARN.*allowInsecureHttp"):
+    with pytest.raises(config.SettingsError,
+                       match=f"{NS}:hostedZoneId.*allowed: a Route 53 hosted zone ID.*certificateArn.*allowInsecureHttp"):
         config.load_settings({"environment": "prod", "imageRef": PROMOTED_REF})
 
 
 def test_prod_runs_on_http_only_when_explicitly_allowed():
-    s = config.load_settings({"environment": "prod", "imageRef": PROMOTED_REF, "allowInsecureHttp": "true"})
+    """And, like any plain-HTTP stack, with the admitted networks chosen on purpose."""
+    with pytest.raises(config.SettingsError, match=f"{NS}:allowedCidrs"):
+        config.load_settings({"environment": "prod", "imageRef": PROMOTED_REF, "allowInsecureHttp": "true"})
+    s = config.load_settings({"environment": "prod", "imageRef": PROMOTED_REF, "allowInsecureHttp": "true",
+                              "allowedCidrs": "10.0.0.0/8"})
     assert s.certificate_arn is None and s.allow_insecure_http
 
 
 def test_prod_never_builds_it_needs_a_promoted_image_ref():
     with pytest.raises(config.SettingsError, match=f"{NS}:imageRef.*prod never builds"):
-        config.load_settings({"environment": "prod", "certificateArn": CERT})
+        config.load_settings({"environment": "prod", "certificateArn": CERT, "domainName": "mlflow.example.com"})
 
 
 def test_settings_error_is_a_clean_pulumi_run_error():
@@ -147,8 +166,8 @@ def test_unknown_key_in_the_stack_config_fails_the_program_before_any_resource()
         run_program("dev", natmode="none")
 
 
-def test_the_committed_prod_file_stops_at_preview_until_a_certificate_is_set():
-    with pytest.raises(config.SettingsError, match=f"{NS}:certificateArn"):
+def test_the_committed_prod_file_stops_at_preview_until_https_is_set():
+    with pytest.raises(config.SettingsError, match=f"{NS}:hostedZoneId.*certificateArn"):
         run_program("prod")
 
 
@@ -173,7 +192,8 @@ def test_config_is_read_from_the_engine_environment_too(monkeypatch):
     import json
 
     pulumi.runtime.set_all_config({}, [])
-    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({f"{NS}:natMode": "none", "aws:region": "eu-west-1"}))
+    monkeypatch.setenv("PULUMI_CONFIG", json.dumps({f"{NS}:natMode": "none", "aws:region": "eu-west-1",
+                                                    f"{NS}:allowedCidrs": "10.0.0.0/8"}))
     assert config.load_settings().nat_mode == "none"
     monkeypatch.setenv("PULUMI_CONFIG", json.dumps({f"{NS}:nope": "1"}))
     with pytest.raises(config.SettingsError, match=f"{NS}:nope"):
@@ -216,11 +236,12 @@ def test_pool_sizing_refuses_a_fleet_that_cannot_fit():
 
 def test_disposable_defaults_follow_protect_data():
     """A stack with protectData false (e.g. an ephemeral test stack) destroys cleanly by default."""
-    s = config.load_settings({"protectData": "false"})
+    net = {"allowedCidrs": "10.0.0.0/8"}
+    s = config.load_settings({"protectData": "false", **net})
     assert (s.deletion_protection, s.final_snapshot, s.bucket_force_destroy) == (False, False, True)
-    s = config.load_settings({"protectData": "true"})
+    s = config.load_settings({"protectData": "true", **net})
     assert (s.deletion_protection, s.final_snapshot, s.bucket_force_destroy) == (True, True, False)
-    s = config.load_settings({"protectData": "false", "deletionProtection": "true"})
+    s = config.load_settings({"protectData": "false", "deletionProtection": "true", **net})
     assert s.deletion_protection is True
 
 

@@ -1,0 +1,79 @@
+"""The MLflow container of the Service's task definition (README, "Container contract").
+
+Plain values in ``environment``; the database password, the admin user/password and the Flask
+secret key only in ``secrets`` (ECS reads them from Secrets Manager, ``<secret-arn>:<json-key>::``).
+Read-only root file system, all Linux capabilities dropped, the image's non-root user, the
+artifact spool on the task's ephemeral storage, a container health check, awslogs.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import pulumi
+
+if TYPE_CHECKING:
+    from components.service import ServiceArgs
+
+CONTAINER_NAME = "mlflow"
+CONTAINER_PORT = 5000
+SPOOL_VOLUME = "spool"
+SPOOL_PATH = "/var/spool/mlflow"
+HEALTHCHECK_COMMAND = ["CMD", "python3", "/app/entrypoint.py", "--healthcheck"]
+HEALTHCHECK = {"command": HEALTHCHECK_COMMAND, "interval": 30, "timeout": 5, "retries": 3, "startPeriod": 120}
+"""ECS ignores a Dockerfile HEALTHCHECK; 120 s covers a first start (schema migration included)."""
+STOP_TIMEOUT_SECONDS = 120
+"""SIGTERM to SIGKILL when ECS stops the task, after the target group drained it: the Fargate
+maximum (ECS task definition parameters, ``stopTimeout``). The server's graceful shutdown must end
+within it (uvicorn ``--timeout-graceful-shutdown``, set by the image's entrypoint)."""
+
+
+def container_definition(args: "ServiceArgs", *, prefix: str, log_group_name: pulumi.Input[str],
+                         admin_secret_arn: pulumi.Input[str], flask_secret_arn: pulumi.Input[str],
+                         allowed_hosts: pulumi.Input[str]) -> dict[str, Any]:
+    """The container, as ECS's ``containerDefinitions`` entry (values may be Outputs)."""
+    env = {
+        "AWS_REGION": args.region,
+        "MLFLOW_ARTIFACTS_DESTINATION": pulumi.Output.concat("s3://", args.bucket_name, f"/{prefix}"),
+        "MLFLOW_AUTH_CACHE_TTL_SECONDS": str(args.auth_cache_ttl_seconds),
+        "MLFLOW_AUTH_DB_NAME": args.auth_db_name,
+        "MLFLOW_AUTH_DEFAULT_PERMISSION": args.auth_default_permission,
+        "MLFLOW_DB_ENGINE": args.db_engine,
+        "MLFLOW_DB_HOST": args.db_host,
+        "MLFLOW_DB_NAME": args.db_name,
+        "MLFLOW_DB_PORT": str(args.db_port),
+        "MLFLOW_DB_USER": args.db_user,
+        "MLFLOW_LB_IDLE_TIMEOUT_SECONDS": str(args.idle_timeout_seconds),
+        "MLFLOW_PORT": str(CONTAINER_PORT),
+        "MLFLOW_SERVE_ARTIFACTS": "true",
+        "MLFLOW_SERVER_ALLOWED_HOSTS": allowed_hosts,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true" if args.enable_job_execution else "false",
+        "MLFLOW_SPOOL_DIR": SPOOL_PATH,
+        "MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW": str(args.max_overflow),
+        "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": "280",
+        "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(args.pool_size),
+        "MLFLOW_WORKERS": str(args.workers),
+    }
+    secrets = {
+        "MLFLOW_AUTH_ADMIN_PASSWORD": pulumi.Output.concat(admin_secret_arn, ":password::"),
+        "MLFLOW_AUTH_ADMIN_USERNAME": pulumi.Output.concat(admin_secret_arn, ":username::"),
+        "MLFLOW_DB_PASSWORD": pulumi.Output.concat(args.db_secret_arn, ":password::"),
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": pulumi.Output.concat(flask_secret_arn, ":secret_key::"),
+    }
+    return {
+        "name": CONTAINER_NAME,
+        "image": args.image_ref,
+        "essential": True,
+        "portMappings": [{"containerPort": CONTAINER_PORT, "protocol": "tcp", "name": "http"}],
+        "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
+        "readonlyRootFilesystem": True,
+        "linuxParameters": {"capabilities": {"drop": ["ALL"]}, "initProcessEnabled": True},
+        "mountPoints": [{"sourceVolume": SPOOL_VOLUME, "containerPath": SPOOL_PATH, "readOnly": False}],
+        "healthCheck": HEALTHCHECK,
+        "ulimits": [{"name": "nofile", "softLimit": 65536, "hardLimit": 65536}],
+        "stopTimeout": STOP_TIMEOUT_SECONDS,
+        "logConfiguration": {"logDriver": "awslogs", "options": {
+            "awslogs-group": log_group_name, "awslogs-region": args.region,
+            "awslogs-stream-prefix": CONTAINER_NAME}},
+    }

@@ -1,0 +1,90 @@
+"""Data-source stand-ins for the mocks, as strict as the provider they stand in for.
+
+- ``aws:index/getAvailabilityZones`` answers like EC2's ``DescribeAvailabilityZones``: without
+  an ``opt-in-status`` filter the answer includes an opted-in Local Zone, and because AWS lists
+  zones by name (``-`` sorts before letters) it comes first, exactly where a program that takes
+  the first N names would pick it. AWS names Local Zones ``<region>-<metro>-<n><letter>``
+  (e.g. ``us-west-2-lax-1a``); their ``opt-in-status`` is ``opted-in``, a region's own zones
+  are ``opt-in-not-required`` (EC2 API reference, DescribeAvailabilityZones, filters).
+- ``aws:rds/getEngineVersion`` follows terraform-provider-aws's ``aws_rds_engine_version``
+  data source (``internal/service/rds/engine_version_data_source.go``): candidates filtered by
+  engine, parameter group family and version; ``preferred_versions`` keeps exact matches in
+  the given order; ``latest`` picks the newest; otherwise one candidate, or the first preferred
+  one, or an error ("multiple RDS engine versions" / "no RDS engine versions match"). ``version``
+  is matched exactly here (stricter than AWS, which also matches some partial versions).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+REGION = "eu-west-1"
+ZONES = [f"{REGION}a", f"{REGION}b", f"{REGION}c"]
+LOCAL_ZONE = f"{REGION}-lz-1a"
+"""An opted-in Local Zone of the stand-in region."""
+
+ENGINE_VERSIONS: dict[tuple[str, str], list[str]] = {
+    ("aurora-mysql", "aurora-mysql8.0"): [
+        "8.0.mysql_aurora.3.04.0", "8.0.mysql_aurora.3.04.3", "8.0.mysql_aurora.3.05.2", "8.0.mysql_aurora.3.06.1",
+        "8.0.mysql_aurora.3.07.1", "8.0.mysql_aurora.3.08.0", "8.0.mysql_aurora.3.08.2", "8.0.mysql_aurora.3.09.0",
+        "8.0.mysql_aurora.3.10.0"],
+    ("aurora-postgresql", "aurora-postgresql13"): ["13.12", "13.15", "13.18"],
+    ("aurora-postgresql", "aurora-postgresql14"): ["14.9", "14.12", "14.15"],
+    ("aurora-postgresql", "aurora-postgresql15"): ["15.4", "15.7", "15.10"],
+    ("aurora-postgresql", "aurora-postgresql16"): ["16.1", "16.2", "16.3", "16.6", "16.8"],
+    ("aurora-postgresql", "aurora-postgresql17"): ["17.4", "17.5"],
+}
+"""What ``describe-db-engine-versions`` lists as available, per (engine, parameter group family)."""
+
+NEWEST = {"mysql": "8.0.mysql_aurora.3.10.0", "postgresql": "16.8"}
+"""The newest version of each engine's default major line above."""
+
+
+class DataSourceError(ValueError):
+    """What the provider reports when a data source finds nothing; the engine hands it to the
+    program as a failed invoke (``invoke of <token> failed: ...``), which the program may catch."""
+
+
+def _version_key(version: str) -> tuple[int, ...]:
+    return tuple(int(p) for p in re.findall(r"\d+", version))
+
+
+def availability_zones(args: dict[str, Any]) -> dict[str, Any]:
+    zones = [(LOCAL_ZONE, "opted-in")] + [(z, "opt-in-not-required") for z in ZONES]
+    if args.get("state") not in (None, "available"):
+        zones = []
+    for flt in args.get("filters") or []:
+        if flt["name"] == "opt-in-status":
+            zones = [(z, s) for z, s in zones if s in flt["values"]]
+        else:
+            raise AssertionError(f"getAvailabilityZones: filter {flt['name']!r} not modelled by the stand-in")
+    names = [z for z, _ in zones]
+    return {"names": names, "zoneIds": [f"euw1-{z.rsplit('-', 1)[-1]}" for z in names], "id": REGION}
+
+
+def engine_version(args: dict[str, Any]) -> dict[str, Any]:
+    engine = args.get("engine")
+    if not engine:
+        raise DataSourceError("getEngineVersion: engine is required")
+    family = args.get("parameterGroupFamily")
+    found = [(fam, v) for (eng, fam), versions in ENGINE_VERSIONS.items() if eng == engine
+             and (family is None or fam == family) for v in versions]
+    if args.get("version"):
+        found = [(fam, v) for fam, v in found if v == args["version"]]
+    if not found:
+        raise DataSourceError(f"no RDS engine versions found: {args}")
+    preferred = args.get("preferredVersions") or []
+    if preferred:
+        found = [(fam, v) for want in preferred for fam, v in found if v == want]
+        if not found:
+            raise DataSourceError(f"no RDS engine versions match the criteria and preferred versions: {preferred}")
+    if args.get("latest"):
+        choice = max(found, key=lambda fv: _version_key(fv[1]))
+    elif len(found) == 1 or preferred:
+        choice = found[0]
+    else:
+        raise DataSourceError(f"multiple RDS engine versions ({[v for _, v in found]}) match the criteria: {args}")
+    fam, version = choice
+    return {"engine": engine, "version": version, "versionActual": version, "parameterGroupFamily": fam,
+            "status": "available", "supportedModes": ["provisioned"], "id": version}
