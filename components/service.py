@@ -291,11 +291,16 @@ class Service(pulumi.ComponentResource):
                                  description="MLflow server: artifacts under its bucket prefix only", tags=tags,
                                  opts=child)
         task_statements = [
-            _statement(["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload",
-                        "s3:ListMultipartUploadParts"],
+            # PutObject also covers CreateMultipartUpload, UploadPart and CompleteMultipartUpload; MLflow
+            # aborts uploads (AbortMultipartUpload) but never lists their parts (tests/server/test_iam_s3.py)
+            _statement(["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
                        [pulumi.Output.concat(args.bucket_arn, f"/{prefix}/*")], sid="ArtifactObjects"),
-            _statement(["s3:ListBucket"], [args.bucket_arn],
-                       {"StringLike": {"s3:prefix": [prefix, f"{prefix}/*"]}}, sid="ListArtifactPrefix"),
+            # Unconditioned: the entrypoint's start-up check is HeadBucket, which AWS authorizes as
+            # s3:ListBucket with no s3:prefix in the request context, and a condition on a key the
+            # context lacks is false (IAM User Guide, "Condition operators"). A StringLike s3:prefix
+            # grant therefore denies it; no condition key tells HeadBucket from an unprefixed list,
+            # so any grant that allows it lets the role list the whole (dedicated) bucket anyway.
+            _statement(["s3:ListBucket"], [args.bucket_arn], sid="ListArtifactBucket"),
         ]
         if args.bucket_kms_key_arn:
             task_statements.append(_statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.bucket_kms_key_arn],

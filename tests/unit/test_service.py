@@ -110,9 +110,12 @@ def test_task_role_only_touches_the_artifact_prefix(small):
         assert "*" not in st["Action"] and "s3:*" not in st["Action"]
     objects = next(s for s in statements if "s3:GetObject" in s["Action"])
     assert objects["Resource"] == [f"{BUCKET_ARN}/artifacts/*"]
+    assert sorted(objects["Action"]) == ["s3:AbortMultipartUpload", "s3:DeleteObject", "s3:GetObject", "s3:PutObject"]
+    # HeadBucket (the entrypoint's start-up check) is s3:ListBucket with no s3:prefix in the request
+    # context: a grant conditioned on s3:prefix denies it on AWS (tests/server/test_iam_s3.py)
     listing = next(s for s in statements if s["Action"] == ["s3:ListBucket"])
     assert listing["Resource"] == [BUCKET_ARN]
-    assert listing["Condition"] == {"StringLike": {"s3:prefix": ["artifacts", "artifacts/*"]}}
+    assert "Condition" not in listing
 
 
 def test_execution_role_reads_only_its_own_secrets_logs_and_repository(small):
