@@ -1,14 +1,17 @@
 """The server image for real: built with Docker from image/ and run as a locked-down container.
 
     docker_engine  -- skips (loudly) when no Docker engine answers; REQUIRE_DOCKER=1 makes that a failure
-    image          -- `docker build image/` under a unique tag (module scope), removed afterwards
-    container      -- the image run non-root, read-only root, spool on a writable mount, all
-                      capabilities dropped, no-new-privileges, --network host, configured by an
-                      --env-file (0600) for a MariaDB peer and a moto S3 bucket; waits for /health
+    image          -- `docker build image/` under a unique tag (module scope), removed afterwards; on
+                      the Dockerfile's pinned base when it is present locally, else (loudly) on the
+                      local stand-in `python:3.12-slim` that docker-offline.sh provides
+    container      -- the image run non-root, read-only root, the spool mounted the way Fargate mounts
+                      it (fargate_spool: nothing chmod'ed or chown'ed by the test), all capabilities
+                      dropped, no-new-privileges, --network host, configured by an --env-file (0600)
+                      for a MariaDB peer and a moto S3 bucket; waits for /health
 
 Everything listens on and connects to 127.0.0.1 only (--network host: the container reaches the
-peers on their loopback ports). Containers, the image tag, temp dirs and databases are removed
-even when a test fails.
+peers on their loopback ports). Containers, volumes, the image tag, temp dirs and databases are
+removed even when a test fails.
 """
 
 from __future__ import annotations
@@ -22,17 +25,21 @@ import subprocess
 import tempfile
 import time
 import uuid
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
+from components.service import SPOOL_PATH
+from tests.container import dockerfile
 from tests.support.peers import LOOPBACK, free_port
 from tests.support.server import health
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE_DIR = ROOT / "image"
 UID = 10001  # the image's USER; the container is run with it explicitly
+STAND_IN = "python:3.12-slim"  # what ../shared/tools/docker-offline.sh builds when Docker Hub is out of reach
 ADMIN = "admin"
 
 NO_ENGINE = ("NO DOCKER ENGINE ANSWERS: the container tests (docker build + run of image/) DID NOT RUN. "
@@ -80,21 +87,90 @@ class Image:
     tag: str
     build_seconds: float
     size_bytes: int
+    base: str                        # the PYTHON_IMAGE the build used
+    stand_in: bool                   # True: built on the local stand-in, not on the Dockerfile's pinned base
+
+
+def base_image() -> tuple[str, list[str]]:
+    """The base to build on and the --build-args that select it: the Dockerfile's default (pinned by
+    digest) when it is present locally, else the local stand-in, said loudly (it is not the base the
+    image ships with: Debian bookworm + this machine's CPython, see docker-offline.sh)."""
+    default = dockerfile.arg_defaults().get("PYTHON_IMAGE") or STAND_IN
+    if docker("image", "inspect", default, check=False).returncode == 0:
+        return default, []
+    msg = (f"BUILT ON THE LOCAL STAND-IN {STAND_IN} (../shared/tools/docker-offline.sh), NOT ON THE PINNED BASE "
+           f"{default}: that reference is not present locally and no registry can be reached here. "
+           f"The image tested is the image/ build on another base.")
+    print(f"\n[container] {msg}")
+    warnings.warn(msg, UserWarning, stacklevel=2)
+    return STAND_IN, ["--build-arg", f"PYTHON_IMAGE={STAND_IN}", "--build-arg", "PYTHON_IMAGE_DIGEST="]
 
 
 @pytest.fixture(scope="module")
 def image(docker_engine):
     tag = f"mlflow-server-test:{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    base, build_args = base_image()
     t0 = time.monotonic()
     try:
-        build = docker("build", "-t", tag, str(IMAGE_DIR), timeout=1800, check=False)
+        build = docker("build", "--force-rm", *build_args, "-t", tag, str(IMAGE_DIR), timeout=1800, check=False)
         assert build.returncode == 0, f"docker build of image/ failed:\n{build.stdout[-5000:]}\n{build.stderr[-5000:]}"
         elapsed = time.monotonic() - t0
         size = inspect(tag, "image")["Size"]
-        print(f"\n[container] docker build: {elapsed:.1f} s, image {size / 1e6:.0f} MB ({tag})")
-        yield Image(tag, elapsed, size)
+        print(f"\n[container] docker build: {elapsed:.1f} s, image {size / 1e6:.0f} MB ({tag}, base {base})")
+        yield Image(tag, elapsed, size, base, stand_in=bool(build_args))
     finally:
         docker("rmi", "-f", tag, check=False, timeout=300)
+
+
+@dataclass
+class SpoolMount:
+    """The spool as a Fargate task gets it: a fresh named volume or an empty host directory."""
+    source: str                      # volume name or host directory
+    kind: str                        # "volume" or "bind"
+
+    @property
+    def arg(self) -> str:
+        return f"{self.source}:{SPOOL_PATH}"
+
+
+def declares_spool_volume(image_tag: str) -> bool:
+    return SPOOL_PATH in (inspect(image_tag, "image")["Config"].get("Volumes") or {})
+
+
+def empty_root_dir(parent: Path) -> Path:
+    """A new empty directory owned by root (when the test runs as root), mode 0755: what Fargate
+    mounts when the image does not declare the path a VOLUME. Never made friendlier for UID 10001."""
+    d = parent / "spool"
+    d.mkdir()
+    os.chmod(d, 0o755)
+    with contextlib.suppress(PermissionError):  # not root: owned by the runner, still not 10001's
+        os.chown(d, 0, 0)
+    return d
+
+
+@contextlib.contextmanager
+def fargate_spool(image_tag: str, tmp: Path):
+    """The spool mounted the way Amazon ECS mounts the task's bind-mount volume on Fargate.
+
+    Amazon ECS Developer Guide, "Use bind mounts with Amazon ECS", Considerations: "the Amazon ECS
+    data plane looks for a VOLUME directive. If the absolute path that's specified in the VOLUME
+    directive is the same as the containerPath that's specified in the task definition, the data in
+    the VOLUME directive path is copied to the data volume", and "By default, the volume permissions
+    are set to 0755 and the owner as root. You can customize these permissions in the Dockerfile."
+    So: the image declares SPOOL_PATH a VOLUME -> a fresh Docker named volume (Docker copies the
+    image's directory, its owner and mode into a new empty named volume, as ECS does); it does not ->
+    an empty root-owned 0755 host directory (Docker never copies into a bind mount). Volumes are
+    removed afterwards (the caller removes its container first).
+    """
+    if not declares_spool_volume(image_tag):
+        yield SpoolMount(str(empty_root_dir(tmp)), "bind")
+        return
+    name = f"mlflow-spool-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    docker("volume", "create", "--label", "mlflow-server-test=spool", name)
+    try:
+        yield SpoolMount(name, "volume")
+    finally:
+        docker("volume", "rm", "-f", name, check=False)
 
 
 @dataclass
@@ -103,7 +179,7 @@ class Running:
     image: Image
     port: int
     url: str
-    spool: Path
+    spool: SpoolMount
     bucket: str
     s3: object
     db: object
@@ -120,6 +196,11 @@ class Running:
         p = docker("logs", self.name, check=False)
         return p.stdout + p.stderr
 
+    def spool_files(self) -> list[str]:
+        """Every file in the spool (paths relative to it), as the running container sees the mount."""
+        p = self.exec("find", SPOOL_PATH, "-type", "f", "-printf", "%P\\n", check=True)
+        return sorted(p.stdout.split())
+
     def client_env(self, username: str | None = ADMIN, password: str | None = None) -> dict[str, str | None]:
         """Environment of the MLflow client in this process: forced proxy, no S3 access of its own."""
         return {"MLFLOW_TRACKING_URI": self.url,
@@ -130,14 +211,6 @@ class Running:
                 # the client must go through the server's artifact proxy, never straight to S3
                 "MLFLOW_S3_ENDPOINT_URL": None, "AWS_ENDPOINT_URL_S3": None, "AWS_ACCESS_KEY_ID": None,
                 "AWS_SECRET_ACCESS_KEY": None, "AWS_PROFILE": None}
-
-
-def _writable_by_uid(path: Path) -> None:
-    try:
-        os.chown(path, UID, UID)
-        os.chmod(path, 0o700)
-    except PermissionError:  # not root: let the container's UID in anyway
-        os.chmod(path, 0o777)
 
 
 @pytest.fixture(scope="module")
@@ -155,9 +228,6 @@ def container(image, mariadb, s3):
     port = free_port()
 
     tmp = Path(tempfile.mkdtemp(prefix="mlflow-container-"))
-    spool = tmp / "spool"
-    spool.mkdir()
-    _writable_by_uid(spool)
     env_file = tmp / "server.env"
     env = {
         "MLFLOW_DB_ENGINE": "mysql", "MLFLOW_DB_HOST": LOOPBACK, "MLFLOW_DB_PORT": str(mariadb.port),
@@ -173,10 +243,13 @@ def container(image, mariadb, s3):
         f.write("".join(f"{k}={v}\n" for k, v in env.items()))
 
     running = None
+    volumes = contextlib.ExitStack()
     try:
+        spool = volumes.enter_context(fargate_spool(image.tag, tmp))
+        print(f"\n[container] spool: {spool.kind} {spool.source} at {SPOOL_PATH}")
         t0 = time.monotonic()
         docker("run", "-d", "--name", name, "--user", f"{UID}:{UID}", "--read-only",
-               "-v", f"{spool}:/var/spool/mlflow", "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
+               "-v", spool.arg, "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
                "--network", "host", "--env-file", str(env_file),
                "--health-interval", "2s", "--health-start-period", "120s", "--health-timeout", "6s",
                image.tag)
@@ -202,6 +275,7 @@ def container(image, mariadb, s3):
         if running is None or os.environ.get("CONTAINER_TEST_SHOW_LOGS"):
             print(docker("logs", name, check=False).stderr[-4000:])
         docker("rm", "-f", "-v", name, check=False)
+        volumes.close()  # after the container: a volume in use cannot be removed
         shutil.rmtree(tmp, ignore_errors=True)
         for db in (db_name, auth_name):
             with contextlib.suppress(Exception):

@@ -1,5 +1,5 @@
 """The image itself: `docker build image/`, then the container run the way Fargate runs it, but locked
-down further (non-root UID, read-only root, spool on a writable mount, no capabilities,
+down further (non-root UID, read-only root, the spool mounted as Fargate mounts it, no capabilities,
 no-new-privileges), against a real MariaDB and a real S3-compatible server on 127.0.0.1.
 
 The tests share one build and one container (module scope) and run in file order; the last one
@@ -24,7 +24,8 @@ import pytest
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from tests.container.conftest import ADMIN, UID, docker, inspect
+from components.service import SPOOL_PATH
+from tests.container.conftest import ADMIN, IMAGE_DIR, UID, docker, empty_root_dir, fargate_spool, inspect
 from tests.support.server import client_env
 
 # Names an image must never carry a value for (they are injected at run time as secrets).
@@ -88,6 +89,70 @@ def test_image_is_non_root_exec_form_and_has_no_secret_settings(image):
     print(f"\n[container] image {image.size_bytes / 1e6:.0f} MB, built in {image.build_seconds:.1f} s")
 
 
+def test_labels_name_the_base_the_image_was_built_on(image):
+    """OCI image spec, pre-defined annotation keys: org.opencontainers.image.base.name is the reference
+    of the base image, org.opencontainers.image.base.digest its digest. On the local stand-in (no
+    registry digest) the digest label is empty, never the pinned digest of a base that was not used."""
+    labels = inspect(image.tag, "image")["Config"]["Labels"]
+    assert labels["org.opencontainers.image.base.name"] == image.base, (labels, image.base)
+    digest = "" if image.stand_in else image.base.partition("@")[2]
+    assert labels["org.opencontainers.image.base.digest"] == digest, labels
+
+
+def test_a_base_override_without_its_digest_is_refused_in_one_line(image):
+    """PYTHON_IMAGE overridden alone would leave the default's digest in the base.digest label (a lie):
+    the build stops and names both build arguments."""
+    other = f"mlflow-base-test:{uuid.uuid4().hex[:8]}"  # the same base under a tag with no digest
+    docker("tag", image.base, other)
+    try:
+        build = docker("build", "--force-rm", "--build-arg", f"PYTHON_IMAGE={other}", "-t", f"{other}-x",
+                       str(IMAGE_DIR), check=False, timeout=300)
+    finally:
+        docker("rmi", "-f", other, f"{other}-x", check=False)
+        # the layers the failed build left behind carry its unique base.name label: only those go
+        docker("image", "prune", "-f", "--filter", f"label=org.opencontainers.image.base.name={other}", check=False)
+    assert build.returncode != 0, build.stdout[-2000:]
+    lines = [ln for ln in (build.stdout + build.stderr).splitlines() if "PYTHON_IMAGE_DIGEST" in ln
+             and "PYTHON_IMAGE=" in ln and "must be" in ln]
+    assert lines, build.stdout[-2000:] + build.stderr[-2000:]
+
+
+def test_the_spool_is_a_volume_and_a_fresh_one_arrives_owned_by_the_image_user(image, tmp_path):
+    """Amazon ECS Developer Guide, "Use bind mounts with Amazon ECS", Considerations: a Fargate task's
+    bind-mount volume starts empty, "By default, the volume permissions are set to 0755 and the owner as
+    root. You can customize these permissions in the Dockerfile", and "the Amazon ECS data plane looks
+    for a VOLUME directive. If the absolute path that's specified in the VOLUME directive is the same as
+    the containerPath that's specified in the task definition, the data in the VOLUME directive path is
+    copied to the data volume". The image must therefore declare the task definition's containerPath
+    (components/service.py SPOOL_PATH) a VOLUME, with the directory owned by UID 10001, mode 0700. A new
+    Docker named volume gets the same copy (directory content, owner and mode)."""
+    declared = inspect(image.tag, "image")["Config"].get("Volumes") or {}
+    assert SPOOL_PATH in declared, f"the image does not declare VOLUME {SPOOL_PATH} (declares {declared})"
+    with fargate_spool(image.tag, tmp_path) as spool:
+        assert spool.kind == "volume"
+        probe = docker("run", "--rm", "--network", "none", "--read-only", "--cap-drop", "ALL",
+                       "--security-opt", "no-new-privileges", "--user", f"{UID}:{UID}", "-v", spool.arg,
+                       "--entrypoint", "sh", image.tag, "-c",
+                       f'stat -c "%u:%g %a" {SPOOL_PATH}; ls -A {SPOOL_PATH} | wc -l; '
+                       f'touch {SPOOL_PATH}/probe && echo writable', check=False, timeout=120)
+    assert probe.stdout.split("\n")[:3] == [f"{UID}:{UID} 700", "0", "writable"], (probe.stdout, probe.stderr)
+
+
+def test_what_fargate_mounts_without_the_volume_is_refused_in_one_line(image, tmp_path):
+    """The stand-in is as strict as Fargate: without the VOLUME, Fargate mounts an empty root-owned 0755
+    directory (Amazon ECS Developer Guide, "Use bind mounts with Amazon ECS": "By default, the volume
+    permissions are set to 0755 and the owner as root"). UID 10001 on a read-only root cannot write it,
+    and the entrypoint says so in one line naming MLFLOW_SPOOL_DIR (nothing here lets 10001 in)."""
+    spool = empty_root_dir(tmp_path)
+    run = docker("run", "--rm", "--network", "none", "--read-only", "--cap-drop", "ALL",
+                 "--security-opt", "no-new-privileges", "--user", f"{UID}:{UID}", "-v", f"{spool}:{SPOOL_PATH}",
+                 image.tag, check=False, timeout=120)
+    assert run.returncode == 2, (run.returncode, run.stdout[-2000:], run.stderr[-2000:])
+    errors = [ln for ln in run.stderr.splitlines() if "error:" in ln]
+    assert len(errors) == 1 and f"MLFLOW_SPOOL_DIR {SPOOL_PATH} is not a writable directory" in errors[0], run.stderr
+    assert list(spool.iterdir()) == []
+
+
 # --- the running container ------------------------------------------------------------------------
 
 def test_answers_health_and_its_healthcheck_command(container):
@@ -121,8 +186,12 @@ def test_runs_as_non_root_read_only_without_capabilities(container):
     for path in ("/app/x", "/tmp/x", "/x"):
         touched = container.exec("touch", path)
         assert touched.returncode != 0 and "Read-only file system" in touched.stderr, (path, touched)
-    assert container.exec("touch", "/var/spool/mlflow/probe").returncode == 0
-    container.exec("rm", "-f", "/var/spool/mlflow/probe")
+    assert container.exec("touch", f"{SPOOL_PATH}/probe").returncode == 0
+    container.exec("rm", "-f", f"{SPOOL_PATH}/probe")
+    # ... and it is the Fargate-like mount (fargate_spool), not something friendlier
+    mounts = [m for m in inspect(container.name)["Mounts"] if m["Destination"] == SPOOL_PATH]
+    assert [(m["Type"], m.get("Name") or m["Source"]) for m in mounts] == [(container.spool.kind,
+                                                                           container.spool.source)], mounts
     host = inspect(container.name)["HostConfig"]
     assert host["ReadonlyRootfs"] is True and host["CapDrop"] == ["ALL"] and host["NetworkMode"] == "host"
     assert "no-new-privileges" in host["SecurityOpt"]
@@ -183,8 +252,9 @@ def test_client_workload_run_metrics_proxied_artifact_and_registered_model(conta
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket=container.bucket, Prefix=f"artifacts/{exp}/")
             .get("Contents", [])]
     assert any(k.endswith("/MLmodel") for k in keys), keys
-    # and nothing of the transfers is left in the spool (only the entrypoint's own config dir)
-    left = [p for p in container.spool.rglob("*") if p.is_file() and ".entrypoint" not in p.parts]
+    # and nothing of the transfers is left in the spool (only the entrypoint's own config dir); read
+    # inside the container, so it is the named volume's content when the spool is one
+    left = [f for f in container.spool_files() if not f.startswith(".entrypoint/")]
     assert left == [], left
 
 
