@@ -9,6 +9,7 @@ support of the resolved version) fail here with one line naming the setting.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import NamedTuple
 
 import pulumi
 import pulumi_aws as aws
@@ -25,14 +26,22 @@ IMAGE_CONTEXT = "image"
 RESOURCE_NAME = "mlflow"
 
 
+class ResolvedEngine(NamedTuple):
+    version: str
+    """The exact Aurora version (``version_actual``)."""
+    parameter_group_family: str
+    """Its parameter group family (``aurora-mysql8.0``, ``aurora-postgresql16``)."""
+
+
 def server_args(settings: config.Settings, zones: list[str], region: str, account_id: str,
-                engine_version: str) -> MlflowTrackingServerArgs:
+                engine: ResolvedEngine) -> MlflowTrackingServerArgs:
     """Map validated settings (and the resolved data sources) onto the composition's args."""
     s = settings
     return MlflowTrackingServerArgs(
         availability_zones=tuple(zones[: s.az_count]), region=region, account_id=account_id,
         vpc_cidr=s.vpc_cidr, nat_mode=s.nat_mode,
-        db_engine=s.db_engine, db_engine_version=engine_version, db_min_acu=s.db_min_acu,
+        db_engine=s.db_engine, db_engine_version=engine.version,
+        db_parameter_group_family=engine.parameter_group_family, db_min_acu=s.db_min_acu,
         db_max_acu=s.db_max_acu, db_auto_pause_seconds=s.db_auto_pause_seconds, db_reader=s.db_reader,
         db_backup_retention_days=s.db_backup_retention_days, deletion_protection=s.deletion_protection,
         final_snapshot=s.final_snapshot,
@@ -53,10 +62,11 @@ def server_args(settings: config.Settings, zones: list[str], region: str, accoun
     )
 
 
-def resolve_engine_version(settings: config.Settings) -> str:
+def resolve_engine_version(settings: config.Settings) -> ResolvedEngine:
     """The exact Aurora version ``dbEngineVersion`` means in this region: the newest minor of a
     major line, or the exact version if the region offers it (``aws_rds_engine_version``;
-    the parameter group family is an exact filter, unlike a partial ``version``).
+    the parameter group family is an exact filter, unlike a partial ``version``), and that
+    version's parameter group family (the cluster parameter group that requires TLS needs it).
 
     :raises config.SettingsError: when the region offers no such version, or (with dbMinAcu 0) the
         version it resolves to cannot auto-pause.
@@ -65,7 +75,8 @@ def resolve_engine_version(settings: config.Settings) -> str:
     query = {"engine": ENGINES[settings.db_engine][0], "parameter_group_family": line.parameter_group_family}
     query.update({"preferred_versions": [line.exact]} if line.exact else {"latest": True})
     try:
-        resolved = aws.rds.get_engine_version(**query).version_actual
+        result = aws.rds.get_engine_version(**query)
+        resolved = result.version_actual
     except Exception as err:  # the provider's message names the criteria, not the setting
         raise config.SettingsError(
             f"invalid setting {config.NAMESPACE}:dbEngineVersion = '{settings.db_engine_version}'; allowed: a "
@@ -74,7 +85,7 @@ def resolve_engine_version(settings: config.Settings) -> str:
         raise config.SettingsError(f"invalid setting {config.NAMESPACE}:dbEngineVersion = "
                                    f"'{settings.db_engine_version}'; allowed: a version Aurora offers in this region")
     config.check_zero_acu(settings, resolved)
-    return resolved
+    return ResolvedEngine(resolved, result.parameter_group_family)
 
 
 def define_stack() -> MlflowTrackingServer:
@@ -96,10 +107,9 @@ def define_stack() -> MlflowTrackingServer:
     region = aws.get_region().region
     config.check_certificate_region(settings, region)
     account_id = aws.get_caller_identity().account_id
-    engine_version = resolve_engine_version(settings)
+    engine = resolve_engine_version(settings)
 
-    server = MlflowTrackingServer(RESOURCE_NAME, server_args(settings, list(zones), region, account_id,
-                                                             engine_version))
+    server = MlflowTrackingServer(RESOURCE_NAME, server_args(settings, list(zones), region, account_id, engine))
 
     pulumi.export(outputs.TRACKING_URI, server.tracking_uri)
     pulumi.export(outputs.LOAD_BALANCER_DNS, server.load_balancer_dns_name)

@@ -1,9 +1,16 @@
-"""The MLflow container of the Service's task definition (README, "Container contract").
+"""The containers of the Service's two task definitions (README, "Container contract").
 
-Plain values in ``environment``; the database password, the admin user/password and the Flask
-secret key only in ``secrets`` (ECS reads them from Secrets Manager, ``<secret-arn>:<json-key>::``).
-Read-only root file system, all Linux capabilities dropped, the image's non-root user, the
-artifact spool on the task's ephemeral storage, a container health check, awslogs.
+- The server (:func:`container_definition`): plain values in ``environment``; the application
+  user's database password, the MLflow admin user/password and the Flask secret key only in
+  ``secrets`` (ECS reads them from Secrets Manager, ``<secret-arn>:<json-key>::``). Never the
+  database master secret.
+- The admin step (:func:`admin_container_definition`): the same image with the command ``admin``;
+  the master user and password in ``secrets`` (from RDS's secret), the application user's name and
+  secret ARN in ``environment`` (the step reads and writes that secret with its task role).
+
+Both: read-only root file system, all Linux capabilities dropped, the image's non-root user, the
+spool volume mounted where the image expects it, awslogs to the same log group with their own
+stream prefixes, and the RDS CA bundle the image carries for verified TLS to the database.
 """
 
 from __future__ import annotations
@@ -21,7 +28,14 @@ SPOOL_VOLUME = "spool"
 SPOOL_PATH = "/var/spool/mlflow"
 HEALTHCHECK_COMMAND = ["CMD", "python3", "/app/entrypoint.py", "--healthcheck"]
 HEALTHCHECK = {"command": HEALTHCHECK_COMMAND, "interval": 30, "timeout": 5, "retries": 3, "startPeriod": 120}
-"""ECS ignores a Dockerfile HEALTHCHECK; 120 s covers a first start (schema migration included)."""
+"""ECS ignores a Dockerfile HEALTHCHECK; 120 s covers a start (the schema checks included)."""
+DB_TLS_CA = "/app/certs/rds-global-bundle.pem"
+"""The Amazon RDS global CA bundle in the image: every database connection verifies against it."""
+ADMIN_CONTAINER_NAME = "mlflow-admin"
+ADMIN_COMMAND = ["admin"]
+"""Appended to the image's ENTRYPOINT (``python3 /app/entrypoint.py``)."""
+ADMIN_LOG_PREFIX = "admin"
+"""awslogs stream prefix of the admin step: streams ``admin/mlflow-admin/<task id>``."""
 STOP_TIMEOUT_SECONDS = 120
 """SIGTERM to SIGKILL when ECS stops the task, after the target group drained it: the Fargate
 maximum (ECS task definition parameters, ``stopTimeout``). The server's graceful shutdown must end
@@ -42,6 +56,7 @@ def container_definition(args: "ServiceArgs", *, prefix: str, log_group_name: pu
         "MLFLOW_DB_HOST": args.db_host,
         "MLFLOW_DB_NAME": args.db_name,
         "MLFLOW_DB_PORT": str(args.db_port),
+        "MLFLOW_DB_TLS_CA": DB_TLS_CA,
         "MLFLOW_DB_USER": args.db_user,
         "MLFLOW_LB_IDLE_TIMEOUT_SECONDS": str(args.idle_timeout_seconds),
         "MLFLOW_PORT": str(CONTAINER_PORT),
@@ -57,7 +72,7 @@ def container_definition(args: "ServiceArgs", *, prefix: str, log_group_name: pu
     secrets = {
         "MLFLOW_AUTH_ADMIN_PASSWORD": pulumi.Output.concat(admin_secret_arn, ":password::"),
         "MLFLOW_AUTH_ADMIN_USERNAME": pulumi.Output.concat(admin_secret_arn, ":username::"),
-        "MLFLOW_DB_PASSWORD": pulumi.Output.concat(args.db_secret_arn, ":password::"),
+        "MLFLOW_DB_PASSWORD": pulumi.Output.concat(args.db_app_secret_arn, ":password::"),
         "MLFLOW_FLASK_SERVER_SECRET_KEY": pulumi.Output.concat(flask_secret_arn, ":secret_key::"),
     }
     return {
@@ -76,4 +91,37 @@ def container_definition(args: "ServiceArgs", *, prefix: str, log_group_name: pu
         "logConfiguration": {"logDriver": "awslogs", "options": {
             "awslogs-group": log_group_name, "awslogs-region": args.region,
             "awslogs-stream-prefix": CONTAINER_NAME}},
+    }
+
+
+def admin_container_definition(args: "ServiceArgs", *, log_group_name: pulumi.Input[str]) -> dict[str, Any]:
+    """The admin step's container (the contract's "admin step"), as a ``containerDefinitions`` entry."""
+    env = {
+        "AWS_REGION": args.region,
+        "MLFLOW_AUTH_DB_NAME": args.auth_db_name,
+        "MLFLOW_DB_APP_SECRET_ARN": args.db_app_secret_arn,
+        "MLFLOW_DB_ENGINE": args.db_engine,
+        "MLFLOW_DB_HOST": args.db_host,
+        "MLFLOW_DB_NAME": args.db_name,
+        "MLFLOW_DB_PORT": str(args.db_port),
+        "MLFLOW_DB_TLS_CA": DB_TLS_CA,
+        "MLFLOW_DB_USER": args.db_user,
+    }
+    secrets = {
+        "MLFLOW_DB_ADMIN_PASSWORD": pulumi.Output.concat(args.db_master_secret_arn, ":password::"),
+        "MLFLOW_DB_ADMIN_USER": pulumi.Output.concat(args.db_master_secret_arn, ":username::"),
+    }
+    return {
+        "name": ADMIN_CONTAINER_NAME,
+        "image": args.image_ref,
+        "essential": True,
+        "command": ADMIN_COMMAND,
+        "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
+        "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
+        "readonlyRootFilesystem": True,
+        "linuxParameters": {"capabilities": {"drop": ["ALL"]}, "initProcessEnabled": True},
+        "mountPoints": [{"sourceVolume": SPOOL_VOLUME, "containerPath": SPOOL_PATH, "readOnly": False}],
+        "logConfiguration": {"logDriver": "awslogs", "options": {
+            "awslogs-group": log_group_name, "awslogs-region": args.region,
+            "awslogs-stream-prefix": ADMIN_LOG_PREFIX}},
     }

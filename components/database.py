@@ -2,15 +2,31 @@
 
 Private by construction: subnet group on the isolated subnets, instances not publicly
 accessible, its own security group admitting the engine port only from the client (service)
-security group. Storage encrypted. The master password comes from pulumi-random and is kept,
-with host, port, user, database name and engine, in a Secrets Manager secret (JSON) that ECS
-injects into the task; it is never exported.
+security group. Storage encrypted. TLS required by the cluster itself: a cluster parameter group
+of the engine version's family with ``require_secure_transport = ON`` (Aurora MySQL) or
+``rds.force_ssl = 1`` (Aurora PostgreSQL), both dynamic parameters.
+
+Two database users (README "Database users"):
+
+- The master user. RDS manages its password (``manage_master_user_password``): RDS generates it,
+  keeps it in a Secrets Manager secret of its own (JSON ``username``, ``password``) and rotates it
+  every 7 days by default. No password is in the program or its state. Only the admin step (a
+  one-off ECS task, :mod:`components.admin_task`) reads that secret, fresh at every run.
+- The application user (:attr:`DatabaseArgs.app_username`), which the server uses. Its secret is
+  created here *without a value*: the admin step generates the password, stores it (JSON
+  ``username``, ``password``) and makes the database user's password match it on every run.
 
 Versions: the caller passes the exact version it resolved (the program asks the
-``aws_rds_engine_version`` data source once). It is used at creation only: ``engineVersion`` is
-in ``ignore_changes``, so AWS's automatic minor upgrades (and newer minors found later) never
-plan a downgrade, which RDS refuses. Instances follow their cluster's version. A major upgrade is
-a deliberate operation outside this program.
+``aws_rds_engine_version`` data source once) and that version's parameter group family. The version
+is used at creation only: ``engineVersion`` is in ``ignore_changes``, so AWS's automatic minor
+upgrades (and newer minors found later) never plan a downgrade, which RDS refuses. Instances follow
+their cluster's version. A major upgrade is a deliberate operation outside this program (it also
+needs a parameter group of the new family).
+
+Changes to the cluster apply immediately (``apply_immediately``), not in the maintenance window:
+what this program changes on a running cluster (capacity, backups, windows, protection, the managed
+password, the parameter group) causes no outage, and the admin step needs the managed secret in the
+same ``pulumi up``.
 
 Windows (UTC): backups 02:00-03:00 daily, maintenance (minor upgrades, patches) Sunday
 03:30-04:30 on the cluster and every instance.
@@ -20,6 +36,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional
+
+import re
 
 import pulumi
 import pulumi_aws as aws
@@ -34,6 +52,10 @@ BACKUP_WINDOW = "02:00-03:00"
 """Daily automated backups (UTC)."""
 MAINTENANCE_WINDOW = "sun:03:30-sun:04:30"
 """Weekly maintenance (UTC), clear of the backup window (RDS refuses overlapping windows)."""
+TLS_PARAMETER = {"mysql": ("require_secure_transport", "ON"), "postgresql": ("rds.force_ssl", "1")}
+"""The DB cluster parameter that makes each engine refuse connections without TLS (both dynamic)."""
+APP_USERNAME_RE = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+"""A user name both engines take unquoted (MySQL: at most 32 characters)."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +73,9 @@ class DatabaseArgs:
     engine_version: str
     """Exact Aurora engine version, used at creation (min 0 ACU needs MySQL >= 3.08 / PostgreSQL >=
     13.15, 14.12, 15.7, 16.3); later changes are ignored (see the module docstring)."""
+    parameter_group_family: str
+    """Parameter group family of ``engine_version`` (``aurora-mysql8.0``, ``aurora-postgresql16``),
+    as the ``aws_rds_engine_version`` data source reports it."""
     min_acu: float = 0.5
     """Serverless v2 minimum capacity, 0 to 256 in steps of 0.5 (0 = pause when idle)."""
     max_acu: float = 4.0
@@ -66,11 +91,13 @@ class DatabaseArgs:
     final_snapshot: bool = True
     """Take a final snapshot when the cluster is deleted."""
     protect: bool = True
-    """Pulumi ``protect`` on the cluster, its instances, the password and the credentials secret."""
+    """Pulumi ``protect`` on the cluster, its instances and the application user's secret."""
     database_name: str = "mlflow"
     """Tracking database created with the cluster."""
     master_username: str = "mlflow"
-    """Master user (the server's user)."""
+    """Master user (the admin step's; changing it replaces the cluster)."""
+    app_username: str = "mlflow_app"
+    """Application user: reads and writes the tracking and auth databases, nothing else."""
     tags: dict[str, str] = field(default_factory=dict)
     """Tags on every resource."""
 
@@ -87,6 +114,12 @@ class DatabaseArgs:
             raise ValueError(f"auto_pause_seconds: 300 to 86400, got {self.auto_pause_seconds!r}")
         if not 1 <= self.backup_retention_days <= 35:
             raise ValueError(f"backup_retention_days: 1 to 35, got {self.backup_retention_days!r}")
+        if not self.parameter_group_family.startswith(ENGINES[self.engine][0]):
+            raise ValueError(f"parameter_group_family: a family of {ENGINES[self.engine][0]}, "
+                             f"got {self.parameter_group_family!r}")
+        if not APP_USERNAME_RE.match(self.app_username) or self.app_username == self.master_username:
+            raise ValueError(f"app_username: 1-32 lower-case letters, digits and underscores, starting with a "
+                             f"letter, not the master user; got {self.app_username!r}")
 
     @property
     def port(self) -> int:
@@ -102,20 +135,24 @@ class Database(pulumi.ComponentResource):
     """Engine port (3306 / 5432)."""
     database_name: str
     """Tracking database name."""
-    username: str
+    master_username: str
     """Master user name."""
+    master_secret_arn: pulumi.Output[str]
+    """RDS's secret of the master user (JSON ``username``, ``password``): the admin step only."""
+    app_username: str
+    """Application user name (the server's)."""
+    app_secret_arn: pulumi.Output[str]
+    """Secret of the application user (JSON ``username``, ``password``), written by the admin step."""
     engine: str
     """``mysql`` or ``postgresql``."""
     cluster_arn: pulumi.Output[str]
     """ARN of the Aurora cluster."""
     security_group_id: pulumi.Output[str]
     """The database's security group."""
-    secret_arn: pulumi.Output[str]
-    """Secrets Manager secret: JSON ``host, port, username, password, dbname, engine``."""
     ready: list[pulumi.Resource]
     """What a client must wait for before its first connection: the writer instance (the cluster
-    endpoint exists minutes before it accepts connections) and the credentials' secret version.
-    Pass as ``depends_on``; the one exception to "expose IDs, not resources"."""
+    endpoint exists minutes before it accepts connections). Pass as ``depends_on``; the one
+    exception to "expose IDs, not resources"."""
 
     def __init__(self, name: str, args: DatabaseArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         super().__init__("mlflowtracking:index:Database", name, None, opts)
@@ -134,7 +171,11 @@ class Database(pulumi.ComponentResource):
         subnet_group = aws.rds.SubnetGroup(f"{name}-subnets", subnet_ids=args.subnet_ids,
                                            description="Isolated subnets of the MLflow database", tags=tags, opts=child)
 
-        password = random.RandomPassword(f"{name}-password", length=40, special=False, opts=data)
+        tls_name, tls_value = TLS_PARAMETER[args.engine]
+        params = aws.rds.ClusterParameterGroup(
+            f"{name}-params", family=args.parameter_group_family,
+            description=f"MLflow {args.engine}: TLS required ({tls_name} = {tls_value})",
+            parameters=[{"name": tls_name, "value": tls_value, "apply_method": "immediate"}], tags=tags, opts=child)
 
         final_snapshot_id = None
         if args.final_snapshot:
@@ -152,7 +193,9 @@ class Database(pulumi.ComponentResource):
             engine_version=args.engine_version,
             database_name=args.database_name,
             master_username=args.master_username,
-            master_password=password.result,
+            manage_master_user_password=True,
+            db_cluster_parameter_group_name=params.name,
+            apply_immediately=True,
             port=port,
             db_subnet_group_name=subnet_group.name,
             vpc_security_group_ids=[sg.id],
@@ -189,24 +232,13 @@ class Database(pulumi.ComponentResource):
                 opts=data,
             )
 
-        secret = aws.secretsmanager.Secret(
-            f"{name}-credentials",
-            description="MLflow database connection (host, port, username, password, dbname, engine)",
+        # No version: the admin step writes the first one (see the module docstring).
+        app_secret = aws.secretsmanager.Secret(
+            f"{name}-app-credentials",
+            description=f"MLflow database application user {args.app_username!r} (JSON: username, password); "
+                        "written by the admin step",
             recovery_window_in_days=7 if args.protect else 0,
             tags=tags,
-            opts=data,
-        )
-        secret_value = aws.secretsmanager.SecretVersion(
-            f"{name}-credentials-value",
-            secret_id=secret.id,
-            secret_string=pulumi.Output.json_dumps({
-                "engine": args.engine,
-                "host": cluster.endpoint,
-                "port": port,
-                "username": args.master_username,
-                "password": password.result,
-                "dbname": args.database_name,
-            }),
             opts=data,
         )
 
@@ -214,17 +246,28 @@ class Database(pulumi.ComponentResource):
         self.reader_endpoint = cluster.reader_endpoint
         self.port = port
         self.database_name = args.database_name
-        self.username = args.master_username
+        self.master_username = args.master_username
+        self.master_secret_arn = cluster.master_user_secrets.apply(_master_secret_arn)
+        self.app_username = args.app_username
+        self.app_secret_arn = app_secret.arn
         self.engine = args.engine
         self.cluster_arn = cluster.arn
         self.security_group_id = sg.id
-        self.secret_arn = secret.arn
-        self.ready = [created["writer"], secret_value]
+        self.ready = [created["writer"]]
         self.register_outputs({
             "endpoint": self.endpoint,
             "readerEndpoint": self.reader_endpoint,
             "port": self.port,
             "clusterArn": self.cluster_arn,
             "securityGroupId": self.security_group_id,
-            "secretArn": self.secret_arn,
+            "masterSecretArn": self.master_secret_arn,
+            "appSecretArn": self.app_secret_arn,
         })
+
+
+def _master_secret_arn(secrets: list[aws.rds.outputs.ClusterMasterUserSecret]) -> str:
+    """The ARN of RDS's master user secret (``master_user_secrets[0].secret_arn``)."""
+    if not secrets or not secrets[0].secret_arn:
+        raise ValueError("the Aurora cluster reports no master user secret (manage_master_user_password "
+                         "not applied yet?)")
+    return secrets[0].secret_arn

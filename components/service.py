@@ -5,15 +5,21 @@
   file system, all Linux capabilities dropped, the image's non-root user, a container health
   check, awslogs with a retention.
 - Configuration by environment only, per the README's container contract: plain values in ``environment``;
-  the database password, the admin user/password and the Flask secret key only in ``secrets``
-  (ECS reads them from Secrets Manager, ``<secret-arn>:<json-key>::``).
+  the application user's database password, the admin user/password and the Flask secret key only
+  in ``secrets`` (ECS reads them from Secrets Manager, ``<secret-arn>:<json-key>::``). The server
+  connects as the application user over verified TLS and never receives the database master secret.
 - Task role: get/put/delete/list on the artifact prefix of the bucket, nothing else.
-  Execution role: pull the image, write its log group, read its own three secrets.
+  Execution role: pull the image, write its log group, read its own three secrets
+  (:mod:`components.service_roles`).
+- The database admin step (:mod:`components.admin_step`): a second task definition of the same
+  image (command ``admin``, the master secret), run once per new revision by ``pulumi up`` and
+  waited for before the service changes.
 - Service in private subnets without public IP, circuit breaker with rollback, CPU-target
-  autoscaling between min and max tasks. Created after the database writer and every secret
-  value it reads (``depends_on``); ``pulumi up`` waits for a steady state, so a deployment the
-  circuit breaker rolls back fails the update (:data:`ROLLOUT_TIMEOUTS`).
-- ALB, certificate and DNS: :mod:`components.load_balancer`; the container:
+  autoscaling between min and max tasks. Created after the database writer, every secret value it
+  reads, its roles' policies and a successful admin step (``depends_on``); ``pulumi up`` waits for a
+  steady state, so a deployment the circuit breaker rolls back fails the update
+  (:data:`ROLLOUT_TIMEOUTS`).
+- ALB, certificate and DNS: :mod:`components.load_balancer`; the containers:
   :mod:`components.container_definition`.
 """
 
@@ -28,10 +34,13 @@ import pulumi
 import pulumi_aws as aws
 import pulumi_random as random
 
+from components.admin_step import build_admin_step
+from components.admin_task import DEFAULT_TIMEOUT_SECONDS, TIMEOUT_RANGE
 from components.container_definition import (  # noqa: F401 (re-exported: the contract's names)
     CONTAINER_NAME, CONTAINER_PORT, HEALTHCHECK_COMMAND, SPOOL_PATH, SPOOL_VOLUME, STOP_TIMEOUT_SECONDS,
     container_definition)
 from components.load_balancer import DEREGISTRATION_DELAY_SECONDS, build_load_balancer  # noqa: F401
+from components.service_roles import server_roles
 
 ROLLOUT_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="60m", delete="30m")
 """How long ``pulumi up`` waits for the ECS service's steady state (the provider's default is
@@ -113,10 +122,14 @@ class ServiceArgs:
     """Engine port."""
     db_name: str = "mlflow"
     """Tracking database."""
-    db_user: str = "mlflow"
-    """Database user."""
-    db_secret_arn: pulumi.Input[str]
-    """Database secret (JSON key ``password``)."""
+    db_user: str = "mlflow_app"
+    """The application user (the server's database user)."""
+    db_app_secret_arn: pulumi.Input[str]
+    """The application user's secret (JSON ``username``, ``password``; written by the admin step)."""
+    db_master_secret_arn: pulumi.Input[str]
+    """RDS's master user secret (JSON ``username``, ``password``): the admin step's only."""
+    admin_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
+    """How long ``pulumi up`` waits for the admin step's task to stop."""
     auth_db_name: str = "mlflow_auth"
     """Database of the basic-auth user store (same server)."""
     # --- artifacts ---------------------------------------------------------------------------
@@ -157,8 +170,8 @@ class ServiceArgs:
     container_insights: bool = False
     """CloudWatch Container Insights on the ECS cluster (extra cost)."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
-    """What the ECS service must wait for besides its own resources: the database writer instance
-    and the credentials' secret version (``Database.ready``)."""
+    """What the ECS service and the admin step must wait for besides their own resources: the
+    database writer instance (``Database.ready``)."""
     tags: dict[str, str] = field(default_factory=dict)
     """Tags on every resource."""
 
@@ -194,17 +207,11 @@ class ServiceArgs:
             raise ValueError("workers and pool_size: at least 1; max_overflow: at least 0")
         if len(self.public_subnet_ids) < 2 or len(self.private_subnet_ids) < 2:
             raise ValueError("subnets: at least two zones for the load balancer")
+        if not TIMEOUT_RANGE[0] <= self.admin_timeout_seconds <= TIMEOUT_RANGE[1]:
+            raise ValueError(f"admin_timeout_seconds: {TIMEOUT_RANGE[0]} to {TIMEOUT_RANGE[1]}, "
+                             f"got {self.admin_timeout_seconds!r}")
         if self.https and not self.domain_name:
             raise ValueError("domain_name: required with certificate_arn or hosted_zone_id (the name clients verify)")
-
-
-def _statement(actions: list[str], resources: list, condition: Optional[dict] = None, sid: str = "") -> dict:
-    st: dict = {"Effect": "Allow", "Action": actions, "Resource": resources}
-    if sid:
-        st["Sid"] = sid
-    if condition:
-        st["Condition"] = condition
-    return st
 
 
 class Service(pulumi.ComponentResource):
@@ -221,7 +228,9 @@ class Service(pulumi.ComponentResource):
     service_name: pulumi.Output[str]
     """ECS service."""
     task_definition_arn: pulumi.Output[str]
-    """Current task definition."""
+    """Current task definition of the server."""
+    admin_task_definition_arn: pulumi.Output[str]
+    """Current task definition of the database admin step."""
     log_group_name: pulumi.Output[str]
     """CloudWatch log group of the container."""
     alb_security_group_id: pulumi.Output[str]
@@ -258,56 +267,11 @@ class Service(pulumi.ComponentResource):
         # --- logs and roles ----------------------------------------------------------------
         log_group = aws.cloudwatch.LogGroup(f"{name}-logs", retention_in_days=args.log_retention_days, tags=tags,
                                             opts=child)
-        assume = pulumi.Output.json_dumps({
-            "Version": "2012-10-17",
-            "Statement": [{
-                "Effect": "Allow",
-                "Principal": {"Service": "ecs-tasks.amazonaws.com"},
-                "Action": "sts:AssumeRole",
-                "Condition": {"StringEquals": {"aws:SourceAccount": args.account_id}},
-            }],
-        })
-        execution_role = aws.iam.Role(f"{name}-execution-role", assume_role_policy=assume,
-                                      description="ECS: pull the MLflow image, write its logs, read its secrets",
-                                      tags=tags, opts=child)
-        exec_statements = [
-            _statement(["logs:CreateLogStream", "logs:PutLogEvents"],
-                       [pulumi.Output.concat(log_group.arn, ":*")], sid="WriteOwnLogs"),
-            _statement(["secretsmanager:GetSecretValue"],
-                       [args.db_secret_arn, admin_secret.arn, flask_secret.arn], sid="ReadOwnSecrets"),
-        ]
-        if args.repository_arn is not None:
-            exec_statements += [
-                _statement(["ecr:GetAuthorizationToken"], ["*"], sid="EcrLogin"),  # cannot be scoped
-                _statement(["ecr:BatchCheckLayerAvailability", "ecr:GetDownloadUrlForLayer", "ecr:BatchGetImage"],
-                           [args.repository_arn], sid="PullOwnImage"),
-            ]
-        aws.iam.RolePolicy(f"{name}-execution-policy", role=execution_role.id,
-                           policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": exec_statements}),
-                           opts=child)
-
         prefix = args.artifact_prefix.strip("/")
-        task_role = aws.iam.Role(f"{name}-task-role", assume_role_policy=assume,
-                                 description="MLflow server: artifacts under its bucket prefix only", tags=tags,
-                                 opts=child)
-        task_statements = [
-            # PutObject also covers CreateMultipartUpload, UploadPart and CompleteMultipartUpload; MLflow
-            # aborts uploads (AbortMultipartUpload) but never lists their parts (tests/server/test_iam_s3.py)
-            _statement(["s3:GetObject", "s3:PutObject", "s3:DeleteObject", "s3:AbortMultipartUpload"],
-                       [pulumi.Output.concat(args.bucket_arn, f"/{prefix}/*")], sid="ArtifactObjects"),
-            # Unconditioned: the entrypoint's start-up check is HeadBucket, which AWS authorizes as
-            # s3:ListBucket with no s3:prefix in the request context, and a condition on a key the
-            # context lacks is false (IAM User Guide, "Condition operators"). A StringLike s3:prefix
-            # grant therefore denies it; no condition key tells HeadBucket from an unprefixed list,
-            # so any grant that allows it lets the role list the whole (dedicated) bucket anyway.
-            _statement(["s3:ListBucket"], [args.bucket_arn], sid="ListArtifactBucket"),
-        ]
-        if args.bucket_kms_key_arn:
-            task_statements.append(_statement(["kms:Decrypt", "kms:GenerateDataKey"], [args.bucket_kms_key_arn],
-                                              sid="ArtifactKey"))
-        aws.iam.RolePolicy(f"{name}-task-policy", role=task_role.id,
-                           policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": task_statements}),
-                           opts=child)
+        roles = server_roles(name, parent=self, account_id=args.account_id, log_group_arn=log_group.arn,
+                             secret_arns=[args.db_app_secret_arn, admin_secret.arn, flask_secret.arn],
+                             repository_arn=args.repository_arn, bucket_arn=args.bucket_arn, prefix=prefix,
+                             bucket_kms_key_arn=args.bucket_kms_key_arn, tags=tags)
 
         # --- load balancer (components/load_balancer.py) -------------------------------------
         internal = args.alb_scheme == "internal"
@@ -337,8 +301,8 @@ class Service(pulumi.ComponentResource):
             ephemeral_storage={"size_in_gib": args.ephemeral_storage_gib},
             runtime_platform={"cpu_architecture": args.cpu_architecture, "operating_system_family": "LINUX"},
             volumes=[{"name": SPOOL_VOLUME}],
-            execution_role_arn=execution_role.arn,
-            task_role_arn=task_role.arn,
+            execution_role_arn=roles.execution_role.arn,
+            task_role_arn=roles.task_role.arn,
             container_definitions=pulumi.Output.json_dumps([container]),
             tags=tags,
             opts=child,
@@ -349,6 +313,7 @@ class Service(pulumi.ComponentResource):
                                       "name": "containerInsights",
                                       "value": "enabled" if args.container_insights else "disabled"}],
                                   tags=tags, opts=child)
+        admin = build_admin_step(name, args, parent=self, cluster_arn=cluster.arn, log_group=log_group, tags=tags)
         autoscaling = args.max_tasks > args.min_tasks
         service = aws.ecs.Service(
             f"{name}-service",
@@ -371,11 +336,12 @@ class Service(pulumi.ComponentResource):
             # A deployment the circuit breaker rolls back must fail `pulumi up`, not look done.
             wait_for_steady_state=True,
             tags=tags,
-            # Tasks need the listener (target group attached), a writer that accepts connections
-            # and every secret value they read at start. With autoscaling, the scaler owns the
-            # running count after creation.
+            # Tasks need the listener (target group attached), a writer that accepts connections,
+            # every secret value they read at start, their roles' policies, and the schemas the
+            # admin step creates or upgrades. With autoscaling, the scaler owns the running count
+            # after creation.
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*lb.listeners, *args.depends_on, admin_value,
-                                                                 flask_value],
+                                                                 flask_value, *roles.policies, admin.run],
                                         custom_timeouts=ROLLOUT_TIMEOUTS,
                                         ignore_changes=["desiredCount"] if autoscaling else None),
         )
@@ -405,8 +371,9 @@ class Service(pulumi.ComponentResource):
         self.task_definition_arn = task.arn
         self.log_group_name = log_group.name
         self.alb_security_group_id = lb.security_group_id
-        self.task_role_arn = task_role.arn
-        self.execution_role_arn = execution_role.arn
+        self.admin_task_definition_arn = admin.task_definition.arn
+        self.task_role_arn = roles.task_role.arn
+        self.execution_role_arn = roles.execution_role.arn
         self.register_outputs({
             "loadBalancerDnsName": self.load_balancer_dns_name,
             "trackingUri": self.tracking_uri,
@@ -414,5 +381,6 @@ class Service(pulumi.ComponentResource):
             "clusterName": self.cluster_name,
             "serviceName": self.service_name,
             "taskDefinitionArn": self.task_definition_arn,
+            "adminTaskDefinitionArn": self.admin_task_definition_arn,
             "logGroupName": self.log_group_name,
         })

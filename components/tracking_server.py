@@ -4,7 +4,8 @@ database and the load balancer can both reference it without a cycle) and its ru
 
 Security groups reference security groups: ALB SG -> service SG (port 5000) -> database SG
 (engine port). The service may also leave on 443 (ECR, Secrets Manager, CloudWatch Logs,
-S3 through the gateway endpoint).
+S3 through the gateway endpoint). The database admin step's one-off task runs in the service
+security group too: it needs exactly the same paths (the database, Secrets Manager, ECR, Logs).
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ class MlflowTrackingServerArgs:
     """``mysql`` | ``postgresql``."""
     db_engine_version: str
     """Exact Aurora engine version, resolved once by the program (used at creation only)."""
+    db_parameter_group_family: str
+    """Parameter group family of that version (the data source's ``parameter_group_family``)."""
     db_min_acu: float = 0.5
     """Minimum ACUs (0 = auto-pause)."""
     db_max_acu: float = 4.0
@@ -179,7 +182,8 @@ class MlflowTrackingServer(pulumi.ComponentResource):
         database = Database(f"{name}-database", DatabaseArgs(
             vpc_id=network.vpc_id, subnet_ids=network.isolated_subnet_ids,
             availability_zones=args.availability_zones, client_security_group_id=service_sg.id,
-            engine=args.db_engine, engine_version=args.db_engine_version, min_acu=args.db_min_acu,
+            engine=args.db_engine, engine_version=args.db_engine_version,
+            parameter_group_family=args.db_parameter_group_family, min_acu=args.db_min_acu,
             max_acu=args.db_max_acu, auto_pause_seconds=args.db_auto_pause_seconds, reader=args.db_reader,
             backup_retention_days=args.db_backup_retention_days, deletion_protection=args.deletion_protection,
             final_snapshot=args.final_snapshot, protect=args.protect_data, tags=tags), opts=child)
@@ -211,7 +215,8 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             desired_count=args.desired_count, min_tasks=args.min_tasks, max_tasks=args.max_tasks,
             cpu_target_percent=args.cpu_target_percent,
             db_engine=args.db_engine, db_host=database.endpoint, db_port=database.port,
-            db_name=database.database_name, db_user=database.username, db_secret_arn=database.secret_arn,
+            db_name=database.database_name, db_user=database.app_username,
+            db_app_secret_arn=database.app_secret_arn, db_master_secret_arn=database.master_secret_arn,
             bucket_name=artifacts.bucket_name, bucket_arn=artifacts.bucket_arn, artifact_prefix=artifacts.prefix,
             bucket_kms_key_arn=args.bucket_kms_key_arn,
             admin_username=args.admin_username, auth_default_permission=args.auth_default_permission,

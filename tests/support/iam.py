@@ -124,7 +124,7 @@ def _render(stack: str, overrides: dict) -> dict:
     from tests.unit.harness import run, stack_config
 
     r = run(program.define_stack, stack_config(stack, **overrides), stack)
-    (task_def,) = r.of_type("aws:ecs/taskDefinition:TaskDefinition")
+    task_def = r.named("mlflow-service-task")  # the server's (the admin step's has a role of its own)
     (role,) = [x for x in r.of_type("aws:iam/role:Role") if x.outputs.get("arn") == task_def.inputs["taskRoleArn"]]
     refs = {role.id, role.outputs.get("name")} - {None, ""}
     attached = [a.name for a in r.of_type("aws:iam/rolePolicyAttachment:RolePolicyAttachment")

@@ -87,6 +87,18 @@ class Recorder(pulumi.runtime.Mocks):
             out.update(endpoint=f"{name}.cluster-abc.{REGION}.rds.amazonaws.com",
                        readerEndpoint=f"{name}.cluster-ro-abc.{REGION}.rds.amazonaws.com",
                        clusterIdentifier=f"{name}-{_h(name)}")
+            # RDS API, CreateDBCluster: "Can't manage the master user password with AWS Secrets Manager if
+            # MasterUserPassword is specified"; with ManageMasterUserPassword RDS creates the secret and
+            # reports it as MasterUserSecret (terraform-provider-aws: master_user_secret, one block).
+            if inputs.get("manageMasterUserPassword"):
+                if inputs.get("masterPassword"):
+                    raise ValueError("InvalidParameterCombination: ManageMasterUserPassword with MasterUserPassword")
+                out["masterUserSecrets"] = [{
+                    "secretArn": f"arn:aws:secretsmanager:{REGION}:{ACCOUNT}:secret:rds!cluster-{_h(name, 8)}-"
+                                 f"{_h(name, 4)}-4c6a-8f3e-{_h(name + 'x', 12)}-{_h(name + 'y', 6)}",
+                    "secretStatus": "active", "kmsKeyId": f"arn:aws:kms:{REGION}:{ACCOUNT}:key/aws-secretsmanager"}]
+            else:
+                out["masterUserSecrets"] = []
         elif t == "aws:s3/bucket:Bucket":
             bucket = inputs.get("bucket") or f"{name}-{_h(name)}"
             rid = bucket
@@ -125,6 +137,9 @@ class Recorder(pulumi.runtime.Mocks):
             out.update(fqdn=str(inputs["name"]).rstrip("."))
         elif t == "aws:acm/certificateValidation:CertificateValidation":
             rid = str(inputs["certificateArn"])
+        elif t == "aws:rds/clusterParameterGroup:ClusterParameterGroup":
+            stand_ins.cluster_parameter_group(inputs)
+            out.setdefault("name", f"{name}-{_h(name)}")
         elif t in ("aws:ecs/cluster:Cluster", "aws:ecs/service:Service", "aws:rds/subnetGroup:SubnetGroup"):
             out.setdefault("name", f"{name}-{_h(name)}")
         return rid, out

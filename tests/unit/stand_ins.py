@@ -88,3 +88,33 @@ def engine_version(args: dict[str, Any]) -> dict[str, Any]:
     fam, version = choice
     return {"engine": engine, "version": version, "versionActual": version, "parameterGroupFamily": fam,
             "status": "available", "supportedModes": ["provisioned"], "id": version}
+
+
+CLUSTER_PARAMETERS: dict[str, dict[str, str]] = {
+    "aurora-mysql": {"require_secure_transport": "dynamic", "binlog_format": "static",
+                     "character_set_server": "dynamic", "time_zone": "dynamic"},
+    "aurora-postgresql": {"rds.force_ssl": "dynamic", "shared_preload_libraries": "static",
+                          "log_min_duration_statement": "dynamic", "timezone": "dynamic"},
+}
+"""A few DB cluster parameters per engine and their apply type, as ``describe-db-cluster-parameters``
+lists them: ``require_secure_transport`` (Aurora User Guide, "Requiring an SSL/TLS connection to an
+Aurora MySQL DB cluster") and ``rds.force_ssl`` (Aurora User Guide, "Securing Aurora PostgreSQL data
+with SSL/TLS": changed dynamically, no restart) are dynamic."""
+
+
+def cluster_parameter_group(inputs: dict[str, Any]) -> None:
+    """What ``CreateDBClusterParameterGroup`` + ``ModifyDBClusterParameterGroup`` refuse: an unknown
+    family (``DBParameterGroupFamily``), a parameter the family lacks ("InvalidParameterValue: Could not
+    find parameter with name: rds.force_ssl", terraform-provider-aws issue 1598), and ``immediate`` on a
+    static parameter ("InvalidParameterCombination: cannot use immediate apply method for static
+    parameter")."""
+    family = inputs.get("family")
+    engine = next((e for e, f in ENGINE_VERSIONS if f == family), None)
+    if engine is None:
+        raise DataSourceError(f"DBParameterGroupFamily {family!r} does not exist")
+    known = CLUSTER_PARAMETERS[engine]
+    for p in inputs.get("parameters") or []:
+        if p["name"] not in known:
+            raise DataSourceError(f"InvalidParameterValue: Could not find parameter with name: {p['name']}")
+        if p.get("applyMethod", "immediate") == "immediate" and known[p["name"]] == "static":
+            raise DataSourceError("InvalidParameterCombination: cannot use immediate apply method for static parameter")

@@ -1,6 +1,9 @@
-"""The container contract (README.md, section "Container contract") is the one list of variables: the task definition
-sets exactly what the table says it sets, each the way it says (``environment`` or ``secrets``),
-and the image's entrypoint reads no name the table lacks."""
+"""The container contract (README.md, section "Container contract") is the one list of variables: each task
+definition (the server's, the database admin step's) sets exactly what the table says it sets, each
+the way it says (``environment`` or ``secrets``), and the image's entrypoint reads no name the table
+lacks. "Set on AWS by" cells: ``task `environment``` (server), ``both tasks' `environment``` (server
+and admin step), ``admin task `environment``` (admin step only), ``Secret`` (server) and ``admin task
+Secret`` (admin step only)."""
 
 from __future__ import annotations
 
@@ -26,8 +29,12 @@ def contract_rows() -> dict[str, str]:
     return rows
 
 
-def task_container(run):
-    (c,) = run.one("aws:ecs/taskDefinition:TaskDefinition").container_definitions()
+SERVER_ENV = ("task `environment`", "both tasks' `environment`")
+ADMIN_ENV = ("admin task `environment`", "both tasks' `environment`")
+
+
+def task_container(run, task: str = "mlflow-service-task"):
+    (c,) = run.named(task).container_definitions()
     return c
 
 
@@ -39,7 +46,7 @@ def rows():
 
 
 def test_task_environment_is_exactly_the_contracts_environment_rows(rows, dev, prod):
-    wanted = {k for k, v in rows.items() if v.startswith("task `environment`")}
+    wanted = {k for k, v in rows.items() if v.startswith(SERVER_ENV)}
     for run in (dev, prod):
         env = {e["name"] for e in task_container(run)["environment"]}
         assert env == wanted, f"not in the contract: {env - wanted}; missing: {wanted - env}"
@@ -61,3 +68,18 @@ def test_entrypoint_reads_only_contract_names(rows):
     crossing = {u for u in used if u.startswith(("MLFLOW_DB_", "MLFLOW_AUTH_", "MLFLOW_LB_", "MLFLOW_SPOOL",
                                                  "MLFLOW_STATE"))}
     assert crossing <= set(rows), f"entrypoint reads names missing from the README's contract table: {crossing - set(rows)}"
+
+
+def test_admin_task_environment_is_exactly_the_contracts_admin_rows(rows, dev, prod):
+    wanted = {k for k, v in rows.items() if v.startswith(ADMIN_ENV)}
+    assert {"MLFLOW_DB_APP_SECRET_ARN", "MLFLOW_DB_TLS_CA", "MLFLOW_DB_USER"} <= wanted
+    for run in (dev, prod):
+        env = {e["name"] for e in task_container(run, "mlflow-service-dbadmin-task")["environment"]}
+        assert env == wanted, f"not in the contract: {env - wanted}; missing: {wanted - env}"
+
+
+def test_admin_task_secrets_are_exactly_the_contracts_admin_secret_rows(rows, dev, prod):
+    wanted = {k for k, v in rows.items() if v.startswith("admin task Secret")}
+    assert wanted == {"MLFLOW_DB_ADMIN_USER", "MLFLOW_DB_ADMIN_PASSWORD"}
+    for run in (dev, prod):
+        assert {s["name"] for s in task_container(run, "mlflow-service-dbadmin-task")["secrets"]} == wanted

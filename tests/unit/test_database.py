@@ -2,8 +2,7 @@
 
 from __future__ import annotations
 
-import json
-
+import pulumi
 import pytest
 
 from components.database import Database, DatabaseArgs
@@ -11,6 +10,12 @@ from tests.unit.harness import ZONES, run
 
 CLUSTER = "aws:rds/cluster:Cluster"
 INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
+SECRET = "aws:secretsmanager/secret:Secret"
+SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
+PASSWORD = "random:index/randomPassword:RandomPassword"
+PARAMS = "aws:rds/clusterParameterGroup:ClusterParameterGroup"
+EXPOSED = ("master_secret_arn", "master_username", "app_secret_arn", "app_username")
+FAMILY = {"mysql": "aurora-mysql8.0", "postgresql": "aurora-postgresql16"}
 INGRESS = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 CLIENT_SG = "sg-service0001"
 ISOLATED = ["subnet-iso-a", "subnet-iso-b"]
@@ -18,9 +23,17 @@ ISOLATED = ["subnet-iso-a", "subnet-iso-b"]
 
 def database(**kw):
     kw.setdefault("engine_version", "8.0.mysql_aurora.3.10.0")
+    kw.setdefault("parameter_group_family", FAMILY[kw.get("engine", "mysql")])
     args = DatabaseArgs(vpc_id="vpc-1", subnet_ids=ISOLATED, availability_zones=tuple(ZONES[:2]),
                         client_security_group_id=CLIENT_SG, **kw)
-    return run(lambda: Database("db", args))
+
+    def body():
+        db = Database("db", args)
+        for attr in EXPOSED:  # what the composition reads, resolved by the harness
+            pulumi.export(attr, getattr(db, attr, None))
+        return db
+
+    return run(body)
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +82,7 @@ def test_dev_shape_no_protection(mysql):
     assert c.inputs["backupRetentionPeriod"] == 1
     assert not any(x.protect for x in mysql.resources)
     assert len(mysql.of_type(INSTANCE)) == 1
-    assert mysql.one("aws:secretsmanager/secret:Secret").inputs["recoveryWindowInDays"] == 0
+    assert mysql.one(SECRET).inputs["recoveryWindowInDays"] == 0
 
 
 def test_prod_shape_protected_with_reader_in_another_zone(pg_protected):
@@ -81,18 +94,57 @@ def test_prod_shape_protected_with_reader_in_another_zone(pg_protected):
     instances = pg_protected.of_type(INSTANCE)
     assert sorted(i.inputs["availabilityZone"] for i in instances) == ZONES[:2]
     assert all(i.protect for i in instances)
-    assert pg_protected.one("aws:secretsmanager/secret:Secret").protect
-    assert pg_protected.one("random:index/randomPassword:RandomPassword").protect
+    assert pg_protected.one(SECRET).protect
 
 
-def test_credentials_secret_holds_the_connection_and_the_generated_password(mysql):
-    password = mysql.one("random:index/randomPassword:RandomPassword")
-    version = mysql.one("aws:secretsmanager/secretVersion:SecretVersion")
-    doc = json.loads(version.inputs["secretString"])
-    assert set(doc) == {"host", "port", "username", "password", "dbname", "engine"}
-    assert doc["password"] == password.outputs["result"]
-    assert doc["host"] == mysql.one(CLUSTER).outputs["endpoint"] and doc["port"] == 3306
-    assert mysql.one(CLUSTER).inputs["masterPassword"] == password.outputs["result"]
+def test_the_master_password_is_managed_by_rds_and_never_in_pulumi_state(mysql, pg_protected):
+    """RDS API, CreateDBCluster ``ManageMasterUserPassword``: RDS generates the master password and
+    keeps it in a Secrets Manager secret of its own, rotated every 7 days by default (Aurora User
+    Guide, "Password management with Amazon Aurora and AWS Secrets Manager"). Nothing of it passes
+    through Pulumi: no generated password, no secret value, no ``masterPassword`` input."""
+    for r in (mysql, pg_protected):
+        cluster = r.one(CLUSTER)
+        assert cluster.inputs.get("manageMasterUserPassword") is True
+        assert "masterPassword" not in cluster.inputs and "masterPasswordWo" not in cluster.inputs
+        assert r.of_type(PASSWORD) == [] and r.of_type(SECRET_VERSION) == []
+        assert r.exports["master_secret_arn"] == cluster.outputs["masterUserSecrets"][0]["secretArn"]
+        assert r.exports["master_username"] == cluster.inputs["masterUsername"]
+        # RDS's own secret is not one of ours: Pulumi neither creates nor deletes it
+        assert r.exports["master_secret_arn"] not in [s.outputs["arn"] for s in r.of_type(SECRET)]
+
+
+def test_the_application_user_has_its_own_secret_created_without_a_value(mysql, pg_protected):
+    """README "Database users": the admin step generates the application user's password and writes
+    the secret's first version, so the program creates the secret only (no SecretVersion, no
+    password in the state). Disposable stacks: recovery window 0, so a destroy frees the name."""
+    for r, protected in ((mysql, False), (pg_protected, True)):
+        (secret,) = r.of_type(SECRET)
+        assert r.exports["app_secret_arn"] == secret.outputs["arn"]
+        assert r.exports["app_username"] == "mlflow_app"
+        assert r.exports["app_username"] != r.exports["master_username"]
+        assert secret.inputs["recoveryWindowInDays"] == (7 if protected else 0)
+        assert secret.protect is protected
+
+
+@pytest.mark.parametrize("engine,version,family,parameter,value", [
+    ("mysql", "8.0.mysql_aurora.3.10.0", "aurora-mysql8.0", "require_secure_transport", "ON"),
+    ("postgresql", "16.6", "aurora-postgresql16", "rds.force_ssl", "1"),
+])
+def test_the_cluster_refuses_plain_connections(engine, version, family, parameter, value):
+    """Aurora User Guide, "Requiring an SSL/TLS connection to an Aurora MySQL DB cluster"
+    (``require_secure_transport`` = ON) and "Securing Aurora PostgreSQL data with SSL/TLS"
+    (``rds.force_ssl`` = 1, default 0 up to PostgreSQL 16): both DB cluster parameters, dynamic, in a
+    custom cluster parameter group of the cluster's family, attached to the cluster. The stand-in
+    refuses a parameter the family lacks and ``immediate`` on a static one, as RDS does."""
+    r = database(engine=engine, engine_version=version, parameter_group_family=family, protect=False,
+                 deletion_protection=False, final_snapshot=False)
+    group = r.one(PARAMS)
+    assert group.inputs["family"] == family
+    assert group.inputs["parameters"] == [{"name": parameter, "value": value, "applyMethod": "immediate"}]
+    cluster = r.one(CLUSTER).inputs
+    assert cluster["dbClusterParameterGroupName"] == group.outputs["name"]
+    # applied now, not in the next maintenance window (the association and the managed password)
+    assert cluster["applyImmediately"] is True
 
 
 def _window(text: str) -> tuple[int, int]:
@@ -135,9 +187,11 @@ def test_children_parented(mysql):
 
 @pytest.mark.parametrize("kw", [
     {"engine": "oracle"}, {"min_acu": 0.3}, {"max_acu": 0.5}, {"min_acu": 4, "max_acu": 2},
-    {"auto_pause_seconds": 100}, {"backup_retention_days": 0},
+    {"auto_pause_seconds": 100}, {"backup_retention_days": 0}, {"parameter_group_family": "aurora-postgresql16"},
+    {"app_username": "mlflow"}, {"app_username": "bad-name"},
 ])
 def test_args_validation(kw):
     with pytest.raises(ValueError):
-        DatabaseArgs(vpc_id="v", subnet_ids=ISOLATED, availability_zones=tuple(ZONES[:2]),
-                     client_security_group_id=CLIENT_SG, engine_version="8.0.mysql_aurora.3.10.0", **kw)
+        DatabaseArgs(**{**dict(vpc_id="v", subnet_ids=ISOLATED, availability_zones=tuple(ZONES[:2]),
+                                client_security_group_id=CLIENT_SG, engine_version="8.0.mysql_aurora.3.10.0",
+                                parameter_group_family="aurora-mysql8.0"), **kw})

@@ -30,6 +30,8 @@ LIMITS = {
     "aws:rds/cluster:Cluster": ("clusterIdentifier", "clusterIdentifierPrefix", 63, 37),
     "aws:rds/clusterInstance:ClusterInstance": ("identifier", "identifierPrefix", 63, 37),
     "aws:rds/subnetGroup:SubnetGroup": ("name", "namePrefix", 255, 229),
+    # RDS API, CreateDBClusterParameterGroup: DBClusterParameterGroupName 1-255 characters.
+    "aws:rds/clusterParameterGroup:ClusterParameterGroup": ("name", "namePrefix", 255, 229),
     # S3 User Guide, "Bucket naming rules": 3-63 characters.
     "aws:s3/bucket:Bucket": ("bucket", "bucketPrefix", 63, 37),
     "aws:ec2/securityGroup:SecurityGroup": ("name", "namePrefix", 255, 229),

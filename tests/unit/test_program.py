@@ -17,6 +17,7 @@ CLUSTER = "aws:rds/cluster:Cluster"
 INSTANCE = "aws:rds/clusterInstance:ClusterInstance"
 BUCKET = "aws:s3/bucket:Bucket"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
+SERVER_TASK = "mlflow-service-task"
 ING = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGR = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 SUBNET = "aws:ec2/subnet:Subnet"
@@ -34,7 +35,7 @@ def settings(name: str):
 
 
 def env_of(r: Run) -> dict[str, str]:
-    (c,) = r.one(TASK).container_definitions()
+    (c,) = r.named(SERVER_TASK).container_definitions()
     return {e["name"]: e["value"] for e in c["environment"]}
 
 
@@ -108,10 +109,10 @@ def test_no_secret_value_nor_secret_named_variable_in_the_environment(stack):
     env = env_of(r)
     assert not [k for k in env if any(w in k for w in ("PASSWORD", "SECRET", "TOKEN", "CREDENTIAL"))]
     secrets = r.secret_values()
-    assert len(secrets) == 3  # database, admin, flask key
-    blob = json.dumps(r.one(TASK).container_definitions())
+    assert len(secrets) == 2  # MLflow admin, flask key (no database password: README "Database users")
+    blob = json.dumps(r.named(SERVER_TASK).container_definitions())
     assert not [s for s in secrets if s in blob]
-    (c,) = r.one(TASK).container_definitions()
+    (c,) = r.named(SERVER_TASK).container_definitions()
     assert {s["name"] for s in c["secrets"]} == {"MLFLOW_DB_PASSWORD", "MLFLOW_AUTH_ADMIN_USERNAME",
                                                  "MLFLOW_AUTH_ADMIN_PASSWORD", "MLFLOW_FLASK_SERVER_SECRET_KEY"}
     own = {x.outputs["arn"] for x in r.of_type(SECRET)}
@@ -119,11 +120,11 @@ def test_no_secret_value_nor_secret_named_variable_in_the_environment(stack):
 
 
 def test_no_secret_value_in_any_resource_input_other_than_its_holders(stack):
-    """The generated passwords appear only where they belong: the DB master password and the
-    secret versions."""
+    """The generated passwords appear only where they belong: their secret versions (no database
+    password at all: RDS manages the master's, the admin step generates the application user's)."""
     _, r = stack
     secrets = r.secret_values()
-    holders = {"aws:secretsmanager/secretVersion:SecretVersion", CLUSTER, "random:index/randomPassword:RandomPassword"}
+    holders = {"aws:secretsmanager/secretVersion:SecretVersion", "random:index/randomPassword:RandomPassword"}
     leaks = [x.name for x in r.resources if x.type not in holders and any(s in json.dumps(x.inputs) for s in secrets)]
     assert leaks == []
 
@@ -150,7 +151,7 @@ def test_execution_role_scoped_to_its_secrets_log_group_and_repository(stack):
 def test_task_size_and_counts_equal_the_stack_settings(stack):
     name, r = stack
     s = settings(name)
-    t = r.one(TASK).inputs
+    t = r.named(SERVER_TASK).inputs
     assert (int(t["cpu"]), int(t["memory"]), t["ephemeralStorage"]["sizeInGib"]) == (
         s.cpu, s.memory, s.ephemeral_storage_gib)
     assert r.one("aws:ecs/service:Service").inputs["desiredCount"] == s.desired_count
@@ -216,7 +217,7 @@ def test_dev_is_cheap_and_disposable(dev):
     assert len(dev.of_type("aws:ec2/natGateway:NatGateway")) == 1
     assert len(dev.of_type(INSTANCE)) == 1
     assert dev.one("aws:ecs/service:Service").inputs["desiredCount"] == 1
-    assert 25 <= dev.one(TASK).inputs["ephemeralStorage"]["sizeInGib"] <= 40
+    assert 25 <= dev.named(SERVER_TASK).inputs["ephemeralStorage"]["sizeInGib"] <= 40
     assert dev.one(BUCKET).inputs["forceDestroy"] is True
     assert not [x.name for x in dev.resources if x.protect]
     assert all(x.inputs["recoveryWindowInDays"] == 0 for x in dev.of_type(SECRET))
@@ -226,7 +227,7 @@ def test_dev_is_cheap_and_disposable(dev):
 
 def test_dev_builds_its_image_and_runs_that_digest(dev):
     img = dev.one("docker:index/image:Image")
-    (c,) = dev.one(TASK).container_definitions()
+    (c,) = dev.named(SERVER_TASK).container_definitions()
     assert c["image"] == img.outputs["repoDigest"] == dev.exports[outputs.IMAGE_REF]
     assert "@sha256:" in c["image"]
 
@@ -237,7 +238,7 @@ def test_prod_keeps_its_data(prod):
     cluster = prod.one(CLUSTER)
     assert cluster.protect and prod.one(BUCKET).protect
     assert all(i.protect for i in prod.of_type(INSTANCE))
-    assert prod.named("mlflow-database-credentials").protect and prod.named("mlflow-service-admin").protect
+    assert prod.named("mlflow-database-app-credentials").protect and prod.named("mlflow-service-admin").protect
     assert cluster.inputs["deletionProtection"] is True
     assert cluster.inputs["skipFinalSnapshot"] is False and cluster.inputs["finalSnapshotIdentifier"]
     assert cluster.inputs["backupRetentionPeriod"] == 14
@@ -260,7 +261,7 @@ def test_prod_is_highly_available(prod):
 
 
 def test_prod_spool_logs_and_tls(prod):
-    assert prod.one(TASK).inputs["ephemeralStorage"]["sizeInGib"] >= 100
+    assert prod.named(SERVER_TASK).inputs["ephemeralStorage"]["sizeInGib"] >= 100
     assert prod.one("aws:cloudwatch/logGroup:LogGroup").inputs["retentionInDays"] == 90
     listeners = {x.inputs["port"]: x.inputs for x in prod.of_type("aws:lb/listener:Listener")}
     assert listeners[443]["certificateArn"] == prod.one("aws:acm/certificate:Certificate").outputs["arn"]
@@ -273,7 +274,7 @@ def test_prod_never_builds_and_runs_its_own_copy_of_the_promoted_digest(prod):
     assert repo.protect and repo.inputs["imageTagMutability"] == "IMMUTABLE"
     copy = prod.one("pulumi-python:dynamic/mlflowtracking:EcrImageCopy")
     assert copy.inputs["source_ref"] == PROMOTED_REF
-    (c,) = prod.one(TASK).container_definitions()
+    (c,) = prod.named(SERVER_TASK).container_definitions()
     own = f"{repo.outputs['repositoryUrl']}@{PROMOTED_REF.rsplit('@', 1)[1]}"
     assert c["image"] == own == prod.exports[outputs.IMAGE_REF]
 

@@ -11,6 +11,7 @@ from tests.unit.harness import Run
 
 ECS_SERVICE = "aws:ecs/service:Service"
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
+SERVER_TASK, ADMIN_TASK = "mlflow-service-task", "mlflow-service-dbadmin-task"
 TG = "aws:lb/targetGroup:TargetGroup"
 SECRET_VERSION = "aws:secretsmanager/secretVersion:SecretVersion"
 
@@ -37,7 +38,7 @@ def attempt_seconds(r: Run) -> int:
     """One task start until the load balancer sends it traffic, from the graph's own values:
     pull, then the later of the container health check's start period plus its retries and the
     service's grace period, then the target group's healthy threshold."""
-    (c,) = r.one(TASK).container_definitions()
+    (c,) = r.named(SERVER_TASK).container_definitions()
     hc = c["healthCheck"]
     grace = r.one(ECS_SERVICE).inputs["healthCheckGracePeriodSeconds"]
     tg = r.one(TG).inputs["healthCheck"]
@@ -56,8 +57,7 @@ def test_service_waits_for_the_database_writer_and_every_secret_value(stack):
     writer = r.named("mlflow-database-writer")
     assert writer.urn in deps, "the ECS service does not wait for the Aurora writer instance"
     versions = r.of_type(SECRET_VERSION)
-    assert {v.name for v in versions} == {"mlflow-database-credentials-value", "mlflow-service-admin-value",
-                                          "mlflow-service-flask-secret-key-value"}
+    assert {v.name for v in versions} == {"mlflow-service-admin-value", "mlflow-service-flask-secret-key-value"}
     assert [v.name for v in versions if v.urn not in deps] == []
 
 
@@ -83,7 +83,7 @@ def test_steady_state_timeouts_cover_a_first_deployment_and_a_drained_update(sta
     assert set(t) == {"create", "update", "delete"}, f"custom timeouts: {t}"
     attempt = attempt_seconds(r)
     drain = r.one(TG).inputs["deregistrationDelay"]
-    (c,) = r.one(TASK).container_definitions()
+    (c,) = r.named(SERVER_TASK).container_definitions()
     stop = c["stopTimeout"]
     assert seconds(t["create"]) >= CIRCUIT_BREAKER_FAILURES * attempt
     assert seconds(t["update"]) >= (CIRCUIT_BREAKER_FAILURES + 1) * attempt + drain + stop
@@ -99,7 +99,7 @@ def test_in_flight_transfers_are_drained_then_stopped_gracefully(stack):
     _, r = stack
     drain = r.one(TG).inputs["deregistrationDelay"]
     assert 600 <= drain <= 3600
-    (c,) = r.one(TASK).container_definitions()
+    (c,) = r.named(SERVER_TASK).container_definitions()
     assert c["stopTimeout"] == 120
 
 
@@ -107,13 +107,13 @@ def test_no_privileged_field_in_a_fargate_container(stack):
     """ECS Developer Guide, task definition parameters, ``privileged``: "not supported for
     Windows containers or tasks run on AWS Fargate"."""
     _, r = stack
-    (c,) = r.one(TASK).container_definitions()
+    (c,) = r.named(SERVER_TASK).container_definitions()
     assert "privileged" not in c
 
 
 def test_dev_and_prod_task_families_differ(dev, prod):
     """Task definition families are per account and region (ECS Developer Guide, "family"): two
     stacks in one account must not register revisions of one family."""
-    families = {r.one(TASK).inputs["family"] for r in (dev, prod)}
-    assert len(families) == 2, families
+    families = {r.named(t).inputs["family"] for r in (dev, prod) for t in (SERVER_TASK, ADMIN_TASK)}
+    assert len(families) == 4, families
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,255}", f) for f in families)

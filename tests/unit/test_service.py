@@ -9,10 +9,12 @@ from components.service import HEALTHCHECK_COMMAND, SPOOL_PATH, Service, Service
 from tests.unit.harness import CERT, PROMOTED_REF, run
 
 TASK = "aws:ecs/taskDefinition:TaskDefinition"
+SERVER_TASK, ADMIN_TASK = "svc-task", "svc-dbadmin-task"
 ING = "aws:vpc/securityGroupIngressRule:SecurityGroupIngressRule"
 EGR = "aws:vpc/securityGroupEgressRule:SecurityGroupEgressRule"
 SERVICE_SG = "sg-service0001"
-DB_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-credentials-AbCdEf"
+DB_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:db-app-credentials-AbCdEf"
+MASTER_SECRET = "arn:aws:secretsmanager:eu-west-1:123456789012:secret:rds!cluster-0123abcd-4567-AbCdEf"
 BUCKET_ARN = "arn:aws:s3:::art-bucket"
 REPO_ARN = "arn:aws:ecr:eu-west-1:123456789012:repository/mlflow-dev"
 
@@ -21,7 +23,7 @@ BASE = dict(
     private_subnet_ids=["subnet-prv-a", "subnet-prv-b"], service_security_group_id=SERVICE_SG,
     region="eu-west-1", account_id="123456789012", image_ref=PROMOTED_REF, repository_arn=REPO_ARN,
     db_engine="mysql", db_host="db.cluster-abc.eu-west-1.rds.amazonaws.com", db_port=3306,
-    db_secret_arn=DB_SECRET, bucket_name="art-bucket", bucket_arn=BUCKET_ARN, allowed_cidrs=("10.0.0.0/8",),
+    db_app_secret_arn=DB_SECRET, db_master_secret_arn=MASTER_SECRET, bucket_name="art-bucket", bucket_arn=BUCKET_ARN, allowed_cidrs=("10.0.0.0/8",),
 )
 
 
@@ -44,13 +46,13 @@ def large():
 
 
 def container(r):
-    (c,) = r.one(TASK).container_definitions()
+    (c,) = r.named(SERVER_TASK).container_definitions()
     return c
 
 
 def test_task_size_and_spool_come_from_the_args(small, large):
     for r, cpu, mem, gib, arch in ((small, "512", "2048", 30, "X86_64"), (large, "2048", "8192", 150, "ARM64")):
-        t = r.one(TASK).inputs
+        t = r.named(SERVER_TASK).inputs
         assert (t["cpu"], t["memory"], t["ephemeralStorage"]["sizeInGib"]) == (cpu, mem, gib)
         assert t["runtimePlatform"] == {"cpuArchitecture": arch, "operatingSystemFamily": "LINUX"}
         assert t["requiresCompatibilities"] == ["FARGATE"] and t["networkMode"] == "awsvpc"
@@ -209,8 +211,33 @@ def test_tracking_uri_and_children_parented(small):
     {"ephemeral_storage_gib": 201}, {"min_tasks": 2, "desired_count": 1}, {"max_tasks": 0, "desired_count": 0,
                                                                           "min_tasks": 0},
     {"allowed_cidrs": ()}, {"allowed_cidrs": ("10.0.0.1/8",)}, {"log_retention_days": 10},
-    {"alb_scheme": "public"}, {"cpu_architecture": "arm"},
+    {"alb_scheme": "public"}, {"cpu_architecture": "arm"}, {"admin_timeout_seconds": 10},
+    {"admin_timeout_seconds": 86400},
 ])
 def test_args_validation(kw):
     with pytest.raises(ValueError):
         ServiceArgs(**{**BASE, **kw})
+
+
+def test_the_admin_step_gets_the_master_secret_and_the_server_does_not(small):
+    """Contract: MLFLOW_DB_ADMIN_* only in the admin container, from RDS's master secret; the
+    server's execution role cannot read that secret, the admin step's reads nothing else."""
+    (admin,) = small.named(ADMIN_TASK).container_definitions()
+    assert {s["name"]: s["valueFrom"] for s in admin["secrets"]} == {
+        "MLFLOW_DB_ADMIN_USER": f"{MASTER_SECRET}:username::", "MLFLOW_DB_ADMIN_PASSWORD": f"{MASTER_SECRET}:password::"}
+    assert not [s for s in container(small)["secrets"] if MASTER_SECRET in s["valueFrom"]]
+    server_reads = next(s for s in small.named("svc-execution-policy").policy()["Statement"]
+                        if s["Sid"] == "ReadOwnSecrets")["Resource"]
+    admin_reads = next(s for s in small.named("svc-dbadmin-exec-policy").policy()["Statement"]
+                       if s["Sid"] == "ReadMasterSecret")["Resource"]
+    assert MASTER_SECRET not in server_reads and admin_reads == [MASTER_SECRET]
+    assert small.named(ADMIN_TASK).inputs["runtimePlatform"]["cpuArchitecture"] == "X86_64"
+
+
+def test_the_service_waits_for_the_admin_step_and_its_own_roles(small):
+    """ECS assumes the execution role to pull the image and read the secrets when a task starts:
+    the roles' inline policies must exist first (a task started before them fails with
+    ResourceInitializationError); the admin step must have succeeded (schemas at the image's heads)."""
+    deps = small.one("aws:ecs/service:Service").dependencies
+    for name in ("svc-dbadmin-run", "svc-execution-policy", "svc-task-policy"):
+        assert small.named(name).urn in deps, name

@@ -28,7 +28,7 @@ TASK = "aws:ecs/taskDefinition:TaskDefinition"
 
 
 def env_of(r) -> dict[str, str]:
-    (c,) = r.one(TASK).container_definitions()
+    (c,) = r.named("mlflow-service-task").container_definitions()
     return {e["name"]: e["value"] for e in c["environment"]}
 
 

@@ -1,0 +1,245 @@
+"""A stand-in for the Amazon ECS and CloudWatch Logs APIs the admin step uses, as strict as their
+references, with a clock of its own (nothing in a test really waits).
+
+- ``RunTask`` (*Amazon ECS API Reference*): the cluster must exist (``ClusterNotFoundException``),
+  the task definition must be registered (``InvalidParameterException``, "TaskDefinition not
+  found."); a task definition with ``networkMode`` ``awsvpc`` needs ``networkConfiguration``
+  ("Network Configuration must be provided when networkMode 'awsvpc' is specified.") with 1 to 16
+  subnets and at most 5 security groups; ``assignPublicIp`` is ``ENABLED`` or ``DISABLED``. A task
+  that cannot be placed comes back in ``failures`` (``arn``, ``reason``, ``detail``), not as an error.
+- The task's lifecycle (ECS Developer Guide, "Amazon ECS task lifecycle"): ``lastStatus`` goes
+  PROVISIONING -> PENDING -> ACTIVATING -> RUNNING -> DEACTIVATING -> STOPPING -> DEPROVISIONING ->
+  STOPPED as time passes. A stopped task has ``stopCode`` (``TaskFailedToStart``,
+  ``EssentialContainerExited``, ...), ``stoppedReason`` and ``stoppedAt``; a container that ran has an
+  ``exitCode``, one that never started has only a ``reason`` (e.g. ``CannotPullContainerError``,
+  ECS Developer Guide, "Amazon ECS stopped task error messages").
+- ``DescribeTasks``: at most 100 tasks; a task ARN ECS does not know (yet: the API is eventually
+  consistent, ECS Developer Guide, "Eventual consistency") is a ``failures`` entry with reason
+  ``MISSING``.
+- Logs (awslogs driver, ECS Developer Guide, "Using the awslogs log driver"): the stream
+  ``<prefix>/<container>/<task id>`` exists only once the container started. ``GetLogEvents``
+  (*CloudWatch Logs API Reference*): ``ResourceNotFoundException`` "The specified log stream does not
+  exist."; ``limit`` 1 to 10000; ``startFromHead=False`` returns the *last* events, oldest first.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta, timezone
+from typing import Any, Optional
+
+from botocore.exceptions import ClientError
+
+REGION = "eu-west-1"
+ACCOUNT = "123456789012"
+LIFECYCLE = ("PROVISIONING", "PENDING", "ACTIVATING", "RUNNING", "DEACTIVATING", "STOPPING", "DEPROVISIONING")
+EPOCH = datetime(2030, 1, 1, tzinfo=timezone.utc)
+
+
+def _err(code: str, message: str, op: str) -> ClientError:
+    return ClientError({"Error": {"Code": code, "Message": message}}, op)
+
+
+class Clock:
+    """Monotonic seconds that move only when someone sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        assert 0 < seconds <= 60, f"an unbounded or odd poll interval: {seconds}"
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+@dataclass
+class Outcome:
+    """How the next task started will go."""
+
+    durations: tuple[float, ...] = (20, 30, 5, 60, 5, 5, 10)
+    """Seconds in each :data:`LIFECYCLE` status; ``float('inf')`` never leaves it."""
+    exit_code: Optional[int] = 0
+    """The container's exit code; ``None``: it never started."""
+    stop_code: str = "EssentialContainerExited"
+    stopped_reason: str = "Essential container in task exited"
+    container_reason: Optional[str] = None
+    log_lines: tuple[str, ...] = ()
+    missing_polls: int = 1
+    """DescribeTasks calls that do not know the task yet (eventual consistency)."""
+    placement_failure: Optional[dict[str, str]] = None
+    """A RunTask ``failures`` entry instead of a task."""
+
+
+@dataclass
+class Task:
+    arn: str
+    cluster_arn: str
+    definition: str
+    container: str
+    started: float
+    outcome: Outcome
+    described: int = 0
+
+
+@dataclass
+class FakeAws:
+    clock: Clock = field(default_factory=Clock)
+    clusters: dict[str, str] = field(default_factory=dict)  # arn -> name
+    definitions: dict[str, dict[str, Any]] = field(default_factory=dict)  # arn -> {container, network_mode, prefix, group}
+    outcomes: list[Outcome] = field(default_factory=list)
+    tasks: dict[str, Task] = field(default_factory=dict)
+    calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    denied: set[str] = field(default_factory=set)
+    """Operations the caller's IAM policy does not allow (``AccessDeniedException``)."""
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+
+    def cluster(self, name: str) -> str:
+        arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:cluster/{name}"
+        self.clusters[arn] = name
+        return arn
+
+    def task_definition(self, family: str, container: str, log_group: str, prefix: str, revision: int = 1) -> str:
+        arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task-definition/{family}:{revision}"
+        self.definitions[arn] = {"container": container, "network_mode": "awsvpc", "group": log_group,
+                                 "prefix": prefix}
+        return arn
+
+    def ecs(self) -> "FakeEcs":
+        return FakeEcs(self)
+
+    def logs(self) -> "FakeLogs":
+        return FakeLogs(self)
+
+    def call(self, op: str, req: dict[str, Any], service: str) -> None:
+        self.calls.append((op, req))
+        if op in self.denied:
+            raise _err("AccessDeniedException", f"User: arn:aws:iam::{ACCOUNT}:user/ci is not authorized to perform: "
+                       f"{service}:{op} because no identity-based policy allows the {service}:{op} action", op)
+
+    def ops(self, name: str) -> list[dict[str, Any]]:
+        return [req for op, req in self.calls if op == name]
+
+    # -- the task's state at the current time
+
+    def status(self, task: Task) -> str:
+        elapsed = self.clock.time() - task.started
+        ran = task.outcome.exit_code is not None
+        for status, seconds in zip(LIFECYCLE, task.outcome.durations):
+            if not ran and status == "RUNNING":
+                continue  # a task that fails to start goes from PENDING to stopping
+            if elapsed < seconds:
+                return status
+            elapsed -= seconds
+        return "STOPPED"
+
+    def started_container(self, task: Task) -> bool:
+        if task.outcome.exit_code is None:
+            return False
+        status = self.status(task)
+        return status == "STOPPED" or LIFECYCLE.index(status) >= LIFECYCLE.index("RUNNING")
+
+    def stream(self, task: Task) -> str:
+        d = self.definitions[task.definition]
+        return f"{d['prefix']}/{task.container}/{task.arn.rsplit('/', 1)[1]}"
+
+
+class FakeEcs:
+    def __init__(self, aws: FakeAws) -> None:
+        self.aws = aws
+
+    def run_task(self, **req: Any) -> dict[str, Any]:
+        self.aws.call("RunTask", req, "ecs")
+        cluster = req.get("cluster", "default")
+        if cluster not in self.aws.clusters:
+            raise _err("ClusterNotFoundException", "Cluster not found.", "RunTask")
+        definition = req.get("taskDefinition")
+        if definition not in self.aws.definitions:
+            raise _err("InvalidParameterException", "TaskDefinition not found.", "RunTask")
+        if req.get("launchType") not in (None, "EC2", "FARGATE", "EXTERNAL"):
+            raise _err("InvalidParameterException", "launchType: EC2, FARGATE or EXTERNAL", "RunTask")
+        if not 1 <= req.get("count", 1) <= 10:
+            raise _err("InvalidParameterException", "count: 1 to 10", "RunTask")
+        vpc = (req.get("networkConfiguration") or {}).get("awsvpcConfiguration")
+        if self.aws.definitions[definition]["network_mode"] == "awsvpc":
+            if not vpc:
+                raise _err("InvalidParameterException", "Network Configuration must be provided when networkMode "
+                           "'awsvpc' is specified.", "RunTask")
+            if not 1 <= len(vpc.get("subnets") or []) <= 16 or len(vpc.get("securityGroups") or []) > 5:
+                raise _err("InvalidParameterException", "subnets: 1 to 16; securityGroups: at most 5", "RunTask")
+            if vpc.get("assignPublicIp", "DISABLED") not in ("ENABLED", "DISABLED"):
+                raise _err("InvalidParameterException", "assignPublicIp: ENABLED or DISABLED", "RunTask")
+        outcome = self.aws.outcomes.pop(0) if self.aws.outcomes else Outcome()
+        if outcome.placement_failure:
+            return {"tasks": [], "failures": [dict(outcome.placement_failure)]}
+        task_id = f"{next(self.aws._ids):032x}"
+        arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{self.aws.clusters[cluster]}/{task_id}"
+        task = Task(arn, cluster, definition, self.aws.definitions[definition]["container"], self.aws.clock.time(),
+                    outcome)
+        self.aws.tasks[arn] = task
+        return {"tasks": [self._view(task)], "failures": []}
+
+    def describe_tasks(self, *, cluster: str = "default", tasks: list[str], include: Optional[list[str]] = None):
+        self.aws.call("DescribeTasks", {"cluster": cluster, "tasks": list(tasks)}, "ecs")
+        if cluster not in self.aws.clusters:
+            raise _err("ClusterNotFoundException", "Cluster not found.", "DescribeTasks")
+        if not 1 <= len(tasks) <= 100:
+            raise _err("InvalidParameterException", "tasks: 1 to 100", "DescribeTasks")
+        found, failures = [], []
+        for arn in tasks:
+            task = self.aws.tasks.get(arn)
+            if task is None or task.cluster_arn != cluster or task.described < task.outcome.missing_polls:
+                if task is not None:
+                    task.described += 1
+                failures.append({"arn": arn, "reason": "MISSING"})
+                continue
+            task.described += 1
+            found.append(self._view(task))
+        return {"tasks": found, "failures": failures}
+
+    def _view(self, task: Task) -> dict[str, Any]:
+        status = self.aws.status(task)
+        started = EPOCH + timedelta(seconds=task.started)
+        container: dict[str, Any] = {"containerArn": f"{task.arn}-container", "taskArn": task.arn,
+                                     "name": task.container, "lastStatus": "PENDING"}
+        view: dict[str, Any] = {"taskArn": task.arn, "clusterArn": task.cluster_arn,
+                                "taskDefinitionArn": task.definition, "lastStatus": status, "desiredStatus": "RUNNING",
+                                "launchType": "FARGATE", "createdAt": started, "containers": [container]}
+        if self.aws.started_container(task):
+            container["lastStatus"] = "RUNNING"
+        if status in ("DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"):
+            view.update(desiredStatus="STOPPED", stopCode=task.outcome.stop_code,
+                        stoppedReason=task.outcome.stopped_reason)
+            container["lastStatus"] = "STOPPED"
+            if task.outcome.exit_code is not None:
+                container["exitCode"] = task.outcome.exit_code
+            if task.outcome.container_reason:
+                container["reason"] = task.outcome.container_reason
+        if status == "STOPPED":
+            view["stoppedAt"] = EPOCH + timedelta(seconds=self.aws.clock.time())
+        return view
+
+
+class FakeLogs:
+    def __init__(self, aws: FakeAws) -> None:
+        self.aws = aws
+
+    def get_log_events(self, *, logGroupName: str, logStreamName: str, startFromHead: bool = False,
+                       limit: int = 10000, **_: Any) -> dict[str, Any]:
+        self.aws.call("GetLogEvents", {"logGroupName": logGroupName, "logStreamName": logStreamName,
+                                       "startFromHead": startFromHead, "limit": limit}, "logs")
+        if not 1 <= limit <= 10000:
+            raise _err("InvalidParameterException", "limit: 1 to 10000", "GetLogEvents")
+        for task in self.aws.tasks.values():
+            d = self.aws.definitions[task.definition]
+            if d["group"] == logGroupName and self.aws.stream(task) == logStreamName and \
+                    self.aws.started_container(task):
+                lines = list(task.outcome.log_lines)
+                chosen = lines[:limit] if startFromHead else lines[-limit:]
+                events = [{"timestamp": i, "message": m, "ingestionTime": i} for i, m in enumerate(chosen)]
+                return {"events": events, "nextForwardToken": "f/1", "nextBackwardToken": "b/1"}
+        raise _err("ResourceNotFoundException", "The specified log stream does not exist.", "GetLogEvents")
