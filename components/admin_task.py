@@ -60,6 +60,9 @@ UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 """What the engine passes for a value not known yet (``pulumi.runtime.rpc.UNKNOWN``)."""
 RERUN_ON = ("task_definition", "cluster")
 """Inputs whose change runs the step again."""
+RECORDED = ("region", "subnets", "security_groups", "container_name", "log_group", "log_stream_prefix",
+            "timeout_seconds")
+"""Inputs whose change is recorded without a run (the engine's ``__provider`` blob is neither)."""
 
 Clients = Callable[[str], tuple[Any, Any]]
 """Region -> (``ecs`` client, ``logs`` client): boto3's, or stand-ins in tests."""
@@ -216,8 +219,7 @@ class DatabaseAdminRunProvider(dyn.ResourceProvider):
 
     def diff(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.DiffResult:
         replaces = [k for k in RERUN_ON if olds.get(k) != news.get(k)]
-        changed = replaces or [k for k in news if k not in ("task_arn", "exit_code", "stopped_at")
-                               and olds.get(k) != news.get(k)]
+        changed = replaces or [k for k in RECORDED if olds.get(k) != news.get(k)]
         return dyn.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:
