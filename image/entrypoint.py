@@ -7,24 +7,28 @@
 
 Steps (each failure ends the process with exit code 2 and ONE line on stderr naming the problem;
 no secret is ever printed or put on a command line):
- 1. read and validate the settings (engine, port, workers, permissions, timeouts);
+ 1. read and validate the settings (engine, port, workers, permissions, timeouts, wait); check
+    that MLFLOW_HOST:MLFLOW_PORT can be bound (a taken port is one line, not uvicorn's "Address
+    already in use" and exit 0); MLflow's telemetry off unless MLFLOW_DISABLE_TELEMETRY is set;
  2. point TMPDIR (the artifact spool) at MLFLOW_SPOOL_DIR and log the free space there;
  3. database mode (MLFLOW_DB_ENGINE or MLFLOW_BACKEND_STORE_URI): build the URI with the password
-    URL-encoded, check the server answers and accepts the login (short timeout), create the
-    tracking and auth databases when missing (if the user may), check an s3:// destination
-    bucket with head_bucket; embedded mode (nothing configured): SQLite files, local artifacts,
-    a generated Flask secret key and admin password kept in MLFLOW_STATE_DIR;
+    URL-encoded, check the server answers and accepts the login, waiting up to
+    MLFLOW_DB_WAIT_SECONDS for a server that cannot be reached or does not answer yet (db_wait.py;
+    every connection before the exec is bounded, handshake included), create the tracking and
+    auth databases when missing (if the user may), check an s3:// destination bucket with
+    head_bucket; embedded mode (nothing configured): SQLite files, local artifacts, a generated
+    Flask secret key and admin password kept in MLFLOW_STATE_DIR;
  4. when both databases are at the head revisions recorded for the installed MLflow
     (schema_heads.json beside this file, written at image build): nothing to migrate, and MLflow
     is not imported here (about 2 s less start-up); otherwise, under a database lock (MySQL
     GET_LOCK, PostgreSQL advisory lock, a file lock for SQLite): create or upgrade the tracking
     schema exactly once, refuse a schema it cannot upgrade, and migrate the basic-auth store
     (with the MySQL/MariaDB fix in auth_schema.py);
- 5. render the basic-auth ini (0600) under the spool dir and exec `mlflow server` with
-    --app-name basic-auth-fastpath (MLflow's basic-auth app with cheaper permission lookups,
-    plugins/mlflow_auth_fastpath; MLFLOW_AUTH_FASTPATH=false runs `basic-auth` itself), the
-    artifact proxy, uvicorn with uvloop + httptools and a keep-alive longer than the load
-    balancer's idle timeout.
+ 5. render the basic-auth ini (0600) under the spool dir (embedded mode: the state dir) and exec
+    `mlflow server` with --app-name basic-auth-fastpath (MLflow's basic-auth app with cheaper
+    permission lookups, plugins/mlflow_auth_fastpath; MLFLOW_AUTH_FASTPATH=false runs
+    `basic-auth` itself), the artifact proxy, uvicorn with uvloop + httptools and a keep-alive
+    longer than the load balancer's idle timeout.
 """
 
 from __future__ import annotations
@@ -44,16 +48,23 @@ from pathlib import Path
 from urllib.parse import quote
 
 sys.dont_write_bytecode = True  # never write __pycache__ next to the entrypoint (read-only in the image)
+if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (tests), not run as a script
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import db_wait  # noqa: E402  (image/db_wait.py: waiting for the database, bounded connections)
 
 PREFIX = "mlflow-entrypoint:"
 ENGINES = {"mysql": ("mysql+pymysql", 3306), "postgresql": ("postgresql+psycopg2", 5432)}
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
-CONNECT_TIMEOUT = 5  # seconds, for the checks before the server starts
+CONNECT_TIMEOUT = 5  # seconds, for the S3 check before the server starts (database limits: db_wait.py)
 LOCK_TIMEOUT = 900  # seconds to wait for another process's schema migration
 ADMIN_PASSWORD_MIN = 12  # MLflow's password policy
 PLUGINS = Path(__file__).resolve().parent / "plugins"  # mlflow_auth_fastpath + its dist-info (entry point)
 FASTPATH_APP = "basic-auth-fastpath"
 HEADS_FILE = Path(__file__).resolve().parent / "schema_heads.json"  # written at image build (Dockerfile)
+# MLflow 3.x sends usage telemetry unless MLFLOW_DISABLE_TELEMETRY (mlflow/environment_variables.py, a
+# _BooleanEnvironmentVariable: these values only) or DO_NOT_TRACK=true (mlflow/telemetry/utils.py)
+TELEMETRY_VALUES = ("true", "false", "1", "0")
 
 _SECRETS: set[str] = set()  # every value that must never be printed
 
@@ -121,6 +132,11 @@ class Settings:
         self.serve_artifacts = env_bool(env, "MLFLOW_SERVE_ARTIFACTS", True)
         self.job_execution = env_bool(env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", False)
         self.fastpath = env_bool(env, "MLFLOW_AUTH_FASTPATH", True)
+        self.db_wait = env_int(env, "MLFLOW_DB_WAIT_SECONDS", db_wait.WAIT_DEFAULT, 0, db_wait.WAIT_MAX)
+        self.disable_telemetry = env.get("MLFLOW_DISABLE_TELEMETRY", "").strip()
+        if self.disable_telemetry.lower() not in ("", *TELEMETRY_VALUES):
+            raise Fatal(f"MLFLOW_DISABLE_TELEMETRY={self.disable_telemetry!r} is not one of {', '.join(TELEMETRY_VALUES)} "
+                        f"(MLflow accepts no other value)")
         self.admin_user = env.get("MLFLOW_AUTH_ADMIN_USERNAME", "").strip() or "admin"
         self.admin_password = secret(env.get("MLFLOW_AUTH_ADMIN_PASSWORD") or None)
         self.secret_key = secret(env.get("MLFLOW_FLASK_SERVER_SECRET_KEY") or None)
@@ -234,58 +250,40 @@ def human(n: float) -> str:
 # --------------------------------------------------------------------------------------------
 # database checks
 # --------------------------------------------------------------------------------------------
-def _engine(url, **kw):
+def _engine(url, work: bool = False, **kw):
+    """A pool-less engine whose connections are bounded (db_wait.bounded_url): `work` for the
+    schema lock and migrations (long replies allowed), otherwise the short limits of the checks."""
     import sqlalchemy
     from sqlalchemy.pool import NullPool
 
-    connect_args = {} if url.get_backend_name() == "sqlite" else {"connect_timeout": CONNECT_TIMEOUT}
-    return sqlalchemy.create_engine(url, poolclass=NullPool, connect_args=connect_args, **kw)
+    return sqlalchemy.create_engine(db_wait.bounded_url(url, work), poolclass=NullPool, **kw)
 
 
-def _classify(kind: str, url, exc: Exception) -> tuple[str, str]:
-    """(category, one-line description) of a connection error: unreachable/login/nodb/other."""
-    orig = getattr(exc, "orig", None) or exc
-    text = " ".join(str(orig).split())
-    where = f"{url.host}:{url.port}"
-    if kind == "mysql":
-        code = orig.args[0] if getattr(orig, "args", None) and isinstance(orig.args[0], int) else None
-        if code in (2003, 2005, 2006, 2013):
-            return "unreachable", f"cannot reach the MySQL server at {where} ({text})"
-        if code == 1045:
-            return "login", f"the MySQL server at {where} refused the login of user {url.username!r} (wrong password?)"
-        if code == 1049:
-            return "nodb", f"database {url.database!r} does not exist on {where}"
-        if code == 1044:
-            return "denied", f"user {url.username!r} may not use database {url.database!r} on {where} ({text})"
-    else:
-        low = text.lower()
-        if "password authentication failed" in low or "no password supplied" in low or "no pg_hba.conf" in low:
-            return "login", (f"the PostgreSQL server at {where} refused the login of user "
-                             f"{url.username!r} (wrong password?)")
-        if f'database "{url.database}" does not exist'.lower() in low:
-            return "nodb", f"database {url.database!r} does not exist on {where}"
-        if any(s in low for s in ("connection refused", "could not translate host", "timeout expired",
-                                  "could not connect", "no route to host", "name or service not known",
-                                  "network is unreachable", "connection timed out")):
-            return "unreachable", f"cannot reach the PostgreSQL server at {where} ({text})"
-        if "permission denied" in low:
-            return "denied", f"user {url.username!r} may not use database {url.database!r} on {where} ({text})"
-    return "other", f"cannot connect to the {kind} database {url.database!r} at {where}: {type(orig).__name__}: {text}"
-
-
-def probe(kind: str, url) -> str | None:
-    """Connect once (short timeout). None if fine, 'nodb' if the database is missing; else Fatal."""
+def probe(kind: str, url, wait: int | None = None) -> str | None:
+    """Connect and SELECT 1. None if fine, 'nodb'/'denied' if the database is missing or hidden;
+    an unreachable server is retried for `wait` seconds (MLFLOW_DB_WAIT_SECONDS, db_wait.retry), or
+    not at all (None: the server answered a moment ago); anything else is Fatal."""
     import sqlalchemy
 
+    def attempt() -> str | None:
+        try:
+            with _engine(url).connect() as conn:
+                conn.execute(sqlalchemy.text("SELECT 1"))
+            return None
+        except sqlalchemy.exc.SQLAlchemyError as e:
+            category, line = db_wait.classify(kind, url, e)
+            if category == "unreachable":
+                raise db_wait.NotReady(line) from None
+            if category == "nodb" or (category == "denied" and kind == "mysql"):
+                return category  # MySQL says "access denied" for a database the user cannot see
+            raise Fatal(line) from None
+
     try:
-        with _engine(url).connect() as conn:
-            conn.execute(sqlalchemy.text("SELECT 1"))
-        return None
-    except sqlalchemy.exc.SQLAlchemyError as e:
-        category, line = _classify(kind, url, e)
-        if category == "nodb" or (category == "denied" and kind == "mysql"):
-            return category  # MySQL says "access denied" for a database the user cannot see
-        raise Fatal(line) from None
+        if wait is None:
+            return attempt()
+        return db_wait.retry(attempt, wait, info)
+    except (db_wait.GaveUp, db_wait.NotReady) as e:
+        raise Fatal(str(e)) from None
 
 
 def create_database(kind: str, url, also: str = "") -> None:
@@ -319,8 +317,8 @@ def create_database(kind: str, url, also: str = "") -> None:
     info(f"created database {name!r} on {url.host}:{url.port}")
 
 
-def ensure_database(kind: str, url) -> None:
-    problem = probe(kind, url)
+def ensure_database(kind: str, url, wait: int | None = None) -> None:
+    problem = probe(kind, url, wait)
     if problem:
         also = f" (or user {url.username!r} has no privileges on it)" if problem == "denied" else ""
         create_database(kind, url, also)
@@ -388,7 +386,7 @@ def schema_lock(kind: str, url, lock_file: Path | None = None):
         return
 
     name = f"mlflow-schema-{url.database}"[:64]
-    conn = _engine(url, isolation_level="AUTOCOMMIT").connect()
+    conn = _engine(url, work=True, isolation_level="AUTOCOMMIT").connect()
     try:
         if kind == "mysql":
             got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar()
@@ -444,7 +442,7 @@ def ensure_tracking_schema(url) -> str:
     from mlflow.version import VERSION
 
     progress_logs_to_stdout()
-    engine = _engine(url)
+    engine = _engine(url, work=True)
     head = dbu._get_latest_schema_revision()
     if dbu._is_empty_database(engine):
         t0 = time.monotonic()
@@ -569,7 +567,7 @@ def schemas_at_recorded_heads(db) -> bool:
 def ensure_auth_schema(url) -> "object":
     import auth_schema
 
-    engine = _engine(url)
+    engine = _engine(url, work=True)
     t0 = time.monotonic()
     before = auth_schema.current_revision(engine)
     fixed = auth_schema.apply_mysql_initial_fix(engine)
@@ -601,6 +599,31 @@ def healthcheck() -> int:
             return 0 if r.status == 200 else 1
     except (OSError, ValueError, urllib.error.URLError):
         return 1
+
+
+def check_port(host: str, port: int) -> None:
+    """Bind to host:port the way uvicorn will (SO_REUSEADDR, so a port in TIME_WAIT counts as free)
+    and let go: a taken port is one line and exit 2 here, where MLflow would print uvicorn's
+    "Address already in use" and exit 0."""
+    import errno
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except socket.gaierror:
+            raise Fatal(f"MLFLOW_HOST={host!r} is not an address or a host name this machine resolves") from None
+        except OSError as e:
+            if e.errno == errno.EADDRINUSE:
+                raise Fatal(f"port {port} on {host} is in use (another server running? stop it, or set "
+                            f"MLFLOW_PORT to a free port)") from None
+            if e.errno == errno.EADDRNOTAVAIL:
+                raise Fatal(f"MLFLOW_HOST={host!r} is not an address of this machine") from None
+            if e.errno == errno.EACCES:
+                raise Fatal(f"port {port} on {host} needs privileges this user lacks (MLFLOW_PORT: use 1024 or above)") from None
+            raise Fatal(f"cannot listen on {host}:{port} ({e.strerror or e})") from None
 
 
 def uvicorn_opts(s: Settings, extra: str) -> str:
@@ -638,7 +661,10 @@ def prepare(env: dict) -> tuple[list[str], dict]:
 
     warnings.simplefilter("ignore")  # keep library warnings out of the one-line error contract
     s = Settings(env)
+    check_port(s.host, s.port)  # before any wait: a second server on a taken port says so at once
     child = dict(env)
+    if not s.disable_telemetry:  # off unless the user says otherwise; here too, before anything imports MLflow
+        child["MLFLOW_DISABLE_TELEMETRY"] = os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 
     # spool: TMPDIR of the server (proxied uploads and downloads are staged here)
     spool = writable_dir(s.spool, "MLFLOW_SPOOL_DIR")
@@ -646,10 +672,6 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     usage = shutil.disk_usage(spool)
     info(f"artifact spool (TMPDIR) {spool}: {human(usage.free)} free of {human(usage.total)}; every proxied "
          f"artifact transfer in flight is staged here whole")
-    run_dir = writable_dir(spool / ".entrypoint", "the entrypoint's config dir")
-    home = Path(child.get("HOME") or "/nonexistent")
-    if not (home.is_dir() and os.access(home, os.W_OK)):
-        child["HOME"] = str(writable_dir(run_dir / "home", "HOME"))
 
     if s.embedded:
         state = writable_dir(s.state, "MLFLOW_STATE_DIR")
@@ -670,6 +692,12 @@ def prepare(env: dict) -> tuple[list[str], dict]:
         if not s.secret_key:
             raise Fatal("MLFLOW_FLASK_SERVER_SECRET_KEY is not set (it must be the same on every server task)")
         state = None
+    # the auth ini (it holds the auth store's URI) and a HOME of last resort: embedded mode keeps them
+    # in its state dir, never in a directory that every checkout and user of the machine shares
+    run_dir = writable_dir((state if s.embedded else spool) / ".entrypoint", "the entrypoint's config dir")
+    home = Path(child.get("HOME") or "/nonexistent")
+    if not (home.is_dir() and os.access(home, os.W_OK)):
+        child["HOME"] = str(writable_dir(run_dir / "home", "HOME"))
 
     if destination.startswith("s3://"):
         check_bucket(destination, s.s3_endpoint, s.region)
@@ -681,7 +709,7 @@ def prepare(env: dict) -> tuple[list[str], dict]:
         for u in (db["url"], db["auth_url"]):
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
     else:
-        ensure_database(kind, db["url"])
+        ensure_database(kind, db["url"], s.db_wait)  # the one wait for a server that is not up yet
         info(f"{kind} database {db['url'].database!r} at {db['url'].host}:{db['url'].port} accepts user "
              f"{db['url'].username!r}")
         ensure_database(kind, db["auth_url"])
@@ -768,7 +796,9 @@ def prepare(env: dict) -> tuple[list[str], dict]:
          f"(load balancer idle timeout {s.lb_idle} s), artifacts {'proxied to' if s.serve_artifacts else 'at'} "
          f"{destination}, auth on ({app}; default permission {s.default_permission}, credential cache "
          f"{s.cache_ttl} s), "
-         f"job execution {'on' if s.job_execution else 'off'}")
+         f"job execution {'on' if s.job_execution else 'off'}, MLflow telemetry "
+         f"{'off' if child['MLFLOW_DISABLE_TELEMETRY'].lower() in ('true', '1') else 'as MLflow decides'}")
+    check_port(s.host, s.port)  # again: the database wait may have taken minutes
     return argv, child
 
 

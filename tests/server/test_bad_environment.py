@@ -19,7 +19,8 @@ SECRETS = [DB_PASSWORD, quote(DB_PASSWORD, safe=""), WRONG_PASSWORD, quote(WRONG
 
 def fails_with(env: dict, *words: str, timeout: float = 60):
     t0 = time.monotonic()
-    result = run_entrypoint(env, timeout=timeout)
+    # a port of its own: the entrypoint checks its listen port first, and 5000 may be taken here
+    result = run_entrypoint({"MLFLOW_PORT": str(free_port()), **env}, timeout=timeout)
     elapsed = time.monotonic() - t0
     assert result.returncode != 0, result.output
     assert len(result.error_lines) == 1, f"stderr must be one line:\n{result.stderr}"
@@ -41,7 +42,11 @@ def good(fresh, tmp_path):
 
 
 def test_unreachable_database(good):
-    fails_with({**good, "MLFLOW_DB_PORT": str(free_port())}, "cannot reach", "127.0.0.1")
+    """With no wait (MLFLOW_DB_WAIT_SECONDS=0): one attempt, then the line. The wait itself:
+    tests/server/test_database_wait.py."""
+    line = fails_with({**good, "MLFLOW_DB_PORT": str(free_port()), "MLFLOW_DB_WAIT_SECONDS": "0"},
+                      "cannot reach", "127.0.0.1", "connection refused")
+    assert "MLFLOW_DB_WAIT_SECONDS=0" in line
 
 
 def test_wrong_database_password(good):

@@ -30,7 +30,7 @@ def test_starts_with_no_configuration_auth_on_and_a_client_logs_a_run(tmp_path):
         assert (state / "admin_password").read_text().strip() == password
         assert oct((state / "admin_password").stat().st_mode & 0o777) == "0o600"
         assert {"mlflow.db", "basic_auth.db", "flask_secret_key"} <= {p.name for p in state.iterdir()}
-        ini = srv.spool / ".entrypoint" / "basic_auth.ini"
+        ini = state / ".entrypoint" / "basic_auth.ini"  # embedded: in the state dir, not the shared temp dir
         assert oct(ini.stat().st_mode & 0o777) == "0o600" and "auth_cache_ttl_seconds = 60" in ini.read_text()
 
         assert requests.post(srv.url + "/api/2.0/mlflow/experiments/search", json={}, timeout=10).status_code == 401

@@ -10,6 +10,7 @@ import requests
 import sqlalchemy
 
 from tests.server.conftest import ADMIN, ADMIN_PASSWORD, DB_PASSWORD, unique
+from tests.support.peers import free_port
 from tests.support.server import ROOT, Server, load_entrypoint, run_entrypoint
 
 sys.path.insert(0, str(ROOT / "image"))
@@ -96,7 +97,8 @@ def test_a_schema_it_cannot_upgrade_is_refused(fresh, tmp_path, case):
             conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'fedcba987654'"))
         else:
             conn.execute(sqlalchemy.text("CREATE TABLE payroll (id INTEGER PRIMARY KEY)"))
-    result = run_entrypoint({**f.env(), "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "a")}, timeout=120)
+    result = run_entrypoint({**f.env(), "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "a"),
+                             "MLFLOW_PORT": str(free_port())}, timeout=120)
     assert result.returncode != 0
     assert len(result.error_lines) == 1, result.stderr
     line = result.error_lines[0]

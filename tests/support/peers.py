@@ -177,8 +177,9 @@ class MariaDB(_Database):
     engine = "mysql"
     driver = "mysql+pymysql"
 
-    def __init__(self, root=None, max_connections: int = 500) -> None:
+    def __init__(self, root=None, max_connections: int = 500, port: int | None = None) -> None:
         super().__init__(root)
+        self.port = port or self.port  # a fixed port: e.g. a client started before the server
         self.datadir = self.root / "data"
         self.socket = self.root / "mysqld.sock"
         self.max_connections = max_connections
@@ -251,8 +252,9 @@ class PostgreSQL(_Database):
     engine = "postgresql"
     driver = "postgresql+psycopg2"
 
-    def __init__(self, root=None, max_connections: int = 300) -> None:
+    def __init__(self, root=None, max_connections: int = 300, port: int | None = None) -> None:
         super().__init__(root)
+        self.port = port or self.port  # a fixed port: e.g. a client started before the server
         self.datadir = self.root / "data"
         self.max_connections = max_connections
 
