@@ -27,8 +27,10 @@ CONTAINER_PORT = 5000
 SPOOL_VOLUME = "spool"
 SPOOL_PATH = "/var/spool/mlflow"
 HEALTHCHECK_COMMAND = ["CMD", "python3", "/app/entrypoint.py", "--healthcheck"]
-HEALTHCHECK = {"command": HEALTHCHECK_COMMAND, "interval": 30, "timeout": 5, "retries": 3, "startPeriod": 120}
-"""ECS ignores a Dockerfile HEALTHCHECK; 120 s covers a start (the schema checks included)."""
+HEALTHCHECK = {"command": HEALTHCHECK_COMMAND, "interval": 30, "timeout": 5, "retries": 3, "startPeriod": 300}
+"""ECS ignores a Dockerfile HEALTHCHECK. The start period is ECS's maximum (300 s): with the 3 × 30 s
+retries it outlasts the entrypoint's database wait (``MLFLOW_DB_WAIT_SECONDS``, 300 s) plus the
+server's start, so a task that waits for a new writer or a resuming 0-ACU database is not killed."""
 DB_TLS_CA = "/app/certs/rds-global-bundle.pem"
 """The Amazon RDS global CA bundle in the image: every database connection verifies against it."""
 ADMIN_CONTAINER_NAME = "mlflow-admin"

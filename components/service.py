@@ -42,14 +42,17 @@ from components.container_definition import (  # noqa: F401 (re-exported: the co
 from components.load_balancer import DEREGISTRATION_DELAY_SECONDS, build_load_balancer  # noqa: F401
 from components.service_roles import server_roles
 
-ROLLOUT_TIMEOUTS = pulumi.CustomTimeouts(create="30m", update="60m", delete="30m")
+HEALTH_CHECK_GRACE_SECONDS = 420
+"""How long ECS ignores a new task's failed load balancer health checks: the entrypoint's database
+wait (300 s), the server's start and a margin."""
+ROLLOUT_TIMEOUTS = pulumi.CustomTimeouts(create="40m", update="70m", delete="30m")
 """How long ``pulumi up`` waits for the ECS service's steady state (the provider's default is
-20 minutes). One task start is about 9 minutes at worst: image pull (about 5), the container
-health check's 120 s start period and 3 × 30 s retries (or the service's 180 s grace period),
-then 2 × 15 s of target group health checks. Create: the circuit breaker's 3 failed starts
-(27 min) before ECS fails the deployment. Update: those, the rollback's start, the old tasks'
-draining (:data:`DEREGISTRATION_DELAY_SECONDS`) and stop (:data:`STOP_TIMEOUT_SECONDS`): 53 min.
-Delete: draining and stopping (17 min)."""
+20 minutes). One task start is 12.5 minutes at worst: image pull (about 5), the service's 420 s
+grace period (longer than the container health check's 300 s start period and 3 × 30 s retries,
+which outlast the entrypoint's 300 s database wait), then 2 × 15 s of target group health checks.
+Create: the circuit breaker's 3 failed starts (37.5 min) before ECS fails the deployment. Update:
+those, the rollback's start, the old tasks' draining (:data:`DEREGISTRATION_DELAY_SECONDS`) and
+stop (:data:`STOP_TIMEOUT_SECONDS`): 67 min. Delete: draining and stopping (17 min)."""
 FARGATE_MEMORY: dict[int, tuple[int, ...]] = {
     256: (512, 1024, 2048),
     512: tuple(range(1024, 4096 + 1, 1024)),
@@ -330,7 +333,7 @@ class Service(pulumi.ComponentResource):
             deployment_circuit_breaker={"enable": True, "rollback": True},
             deployment_minimum_healthy_percent=100,
             deployment_maximum_percent=200,
-            health_check_grace_period_seconds=180,
+            health_check_grace_period_seconds=HEALTH_CHECK_GRACE_SECONDS,
             propagate_tags="SERVICE",
             enable_ecs_managed_tags=True,
             # A deployment the circuit breaker rolls back must fail `pulumi up`, not look done.

@@ -117,3 +117,29 @@ def test_dev_and_prod_task_families_differ(dev, prod):
     families = {r.named(t).inputs["family"] for r in (dev, prod) for t in (SERVER_TASK, ADMIN_TASK)}
     assert len(families) == 4, families
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,255}", f) for f in families)
+
+
+def test_a_task_waiting_for_its_database_is_not_killed_as_unhealthy(stack):
+    """The entrypoint waits up to ``MLFLOW_DB_WAIT_SECONDS`` (image/db_wait.py ``WAIT_DEFAULT``,
+    300 s: a new writer instance, a 0-ACU resume) before the server listens. ECS marks a container
+    unhealthy after its health check's start period plus ``retries`` failed checks (ECS Developer
+    Guide, task definition parameters, ``healthCheck``: startPeriod 0-300 s, failures during it not
+    counted), and the service's ``healthCheckGracePeriodSeconds`` is how long ECS ignores the load
+    balancer's failed health checks of a new task (ECS Developer Guide, "Service definition
+    parameters"). Both must outlast the wait plus the server's own start (~10 s), or a task that is
+    correctly waiting for its database is killed and counted by the circuit breaker."""
+    import importlib.util
+
+    from tests.unit.harness import ROOT
+
+    spec = importlib.util.spec_from_file_location("db_wait", ROOT / "image" / "db_wait.py")
+    db_wait = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(db_wait)
+    _, r = stack
+    (c,) = r.named(SERVER_TASK).container_definitions()
+    env = {e["name"]: e["value"] for e in c["environment"]}
+    wait = int(env.get("MLFLOW_DB_WAIT_SECONDS", db_wait.WAIT_DEFAULT))
+    hc = c["healthCheck"]
+    assert hc["startPeriod"] <= 300, "ECS refuses a health check start period above 300 s"
+    assert hc["startPeriod"] + hc["retries"] * hc["interval"] >= wait + 30
+    assert r.one(ECS_SERVICE).inputs["healthCheckGracePeriodSeconds"] >= wait + 30
