@@ -58,6 +58,7 @@ ENGINES = {"mysql": ("mysql+pymysql", 3306), "postgresql": ("postgresql+psycopg2
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 CONNECT_TIMEOUT = 5  # seconds, for the S3 check before the server starts (database limits: db_wait.py)
 LOCK_TIMEOUT = 900  # seconds to wait for another process's schema migration
+GRACEFUL_SHUTDOWN_SECONDS = 110  # uvicorn, after SIGTERM; the task definition's stopTimeout is 120 s
 ADMIN_PASSWORD_MIN = 12  # MLflow's password policy
 PLUGINS = Path(__file__).resolve().parent / "plugins"  # mlflow_auth_fastpath + its dist-info (entry point)
 FASTPATH_APP = "basic-auth-fastpath"
@@ -634,7 +635,9 @@ def uvicorn_opts(s: Settings, extra: str) -> str:
         opts += ["--loop", "uvloop"]
     if importlib.util.find_spec("httptools"):
         opts += ["--http", "httptools"]
-    opts += ["--timeout-keep-alive", str(s.lb_idle + 5), "--timeout-graceful-shutdown", "20"]
+    # in-flight requests (a proxied multi-GB transfer) may finish for 110 s after SIGTERM: ECS kills
+    # the container 120 s after it (the task definition's stopTimeout, Fargate's maximum)
+    opts += ["--timeout-keep-alive", str(s.lb_idle + 5), "--timeout-graceful-shutdown", str(GRACEFUL_SHUTDOWN_SECONDS)]
     return shlex.join(opts) + (f" {extra}" if extra.strip() else "")
 
 

@@ -27,6 +27,19 @@ def stack(request, dev, prod) -> tuple[str, Run]:
     return request.param, {"dev": dev, "prod": prod}[request.param]
 
 
+def image_module(name: str):
+    """A module of image/ (the entrypoint and the modules beside it, which import each other)."""
+    import importlib
+    import sys
+
+    from tests.unit.harness import ROOT
+
+    path = str(ROOT / "image")
+    if path not in sys.path:
+        sys.path.append(path)
+    return importlib.import_module(name)
+
+
 def seconds(duration: str) -> int:
     """A Pulumi custom timeout (``"30m"``, ``"1h"``, ``"90s"``) in seconds."""
     m = re.fullmatch(r"(\d+)([smh])", duration)
@@ -128,13 +141,7 @@ def test_a_task_waiting_for_its_database_is_not_killed_as_unhealthy(stack):
     balancer's failed health checks of a new task (ECS Developer Guide, "Service definition
     parameters"). Both must outlast the wait plus the server's own start (~10 s), or a task that is
     correctly waiting for its database is killed and counted by the circuit breaker."""
-    import importlib.util
-
-    from tests.unit.harness import ROOT
-
-    spec = importlib.util.spec_from_file_location("db_wait", ROOT / "image" / "db_wait.py")
-    db_wait = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(db_wait)
+    db_wait = image_module("db_wait")
     _, r = stack
     (c,) = r.named(SERVER_TASK).container_definitions()
     env = {e["name"]: e["value"] for e in c["environment"]}
@@ -143,3 +150,19 @@ def test_a_task_waiting_for_its_database_is_not_killed_as_unhealthy(stack):
     assert hc["startPeriod"] <= 300, "ECS refuses a health check start period above 300 s"
     assert hc["startPeriod"] + hc["retries"] * hc["interval"] >= wait + 30
     assert r.one(ECS_SERVICE).inputs["healthCheckGracePeriodSeconds"] >= wait + 30
+
+
+def test_the_servers_graceful_shutdown_ends_within_the_stop_timeout(stack):
+    """After SIGTERM, ECS kills the container when ``stopTimeout`` runs out (ECS task definition
+    parameters: Fargate maximum 120 s). uvicorn's ``--timeout-graceful-shutdown`` (set by the
+    entrypoint) is how long in-flight requests may finish: it must use most of that time, since
+    a proxied multi-GB transfer takes minutes, and end ~10 s before the kill so the server exits
+    cleanly."""
+    import shlex
+    from types import SimpleNamespace
+
+    opts = shlex.split(image_module("entrypoint").uvicorn_opts(SimpleNamespace(lb_idle=60), ""))
+    graceful = int(opts[opts.index("--timeout-graceful-shutdown") + 1])
+    _, r = stack
+    (c,) = r.named(SERVER_TASK).container_definitions()
+    assert c["stopTimeout"] - 15 <= graceful <= c["stopTimeout"] - 5
