@@ -26,6 +26,8 @@ from __future__ import annotations
 import time
 from typing import Callable, TypeVar
 
+import db_tls
+
 WAIT_DEFAULT = 300  # seconds: more than a writer instance's start and an auto-pause resume
 WAIT_MAX = 3600
 BACKOFF_FIRST = 1
@@ -85,7 +87,12 @@ def _reason(text: str) -> str:
 
 def classify(kind: str, url, exc: Exception) -> tuple[str, str]:
     """(category, one-line description) of a connection error. Categories: unreachable (worth
-    waiting for), login, nodb, denied, other."""
+    waiting for), login, nodb, denied, tls, other. A TLS failure (db_tls.classify: a certificate
+    the bundle does not verify, another host name, TLS required by one side only) is never
+    "unreachable": PyMySQL reports it as error 2003 "Can't connect", which waiting cannot fix."""
+    tls = db_tls.classify(kind, url, exc)
+    if tls:
+        return tls
     orig = getattr(exc, "orig", None) or exc
     text = " ".join(str(orig).split())
     where = f"{url.host}:{url.port}"

@@ -152,8 +152,18 @@ class Settings:
         self.embedded = self.db is None
 
     def _database(self):
-        """None (embedded) or a dict: kind, url (sqlalchemy URL object), auth_url."""
+        """None (embedded) or a dict: kind, url (sqlalchemy URL object), auth_url. A database
+        server's URLs carry the TLS settings of MLFLOW_DB_TLS_CA (db_tls.py) in their query string,
+        so the entrypoint's engines, MLflow's stores and the auth ini all connect the same way."""
         from sqlalchemy.engine import make_url
+
+        import db_tls
+
+        def tls(kind: str, url, from_uri: bool = False):
+            try:
+                return db_tls.secure_url(self.env, kind, url, from_uri)
+            except db_tls.TLSSettingError as e:
+                raise Fatal(str(e)) from None
 
         uri = self.env.get("MLFLOW_BACKEND_STORE_URI", "").strip()
         if uri:
@@ -176,6 +186,7 @@ class Settings:
                             f"(supported: {', '.join(ENGINES)})")
             if not url.database:
                 raise Fatal("MLFLOW_BACKEND_STORE_URI names no database")
+            url = tls(kind, url, from_uri=True)
             return {"kind": kind, "url": url, "auth_url": url.set(database=self.auth_db_name)}
 
         engine = self.env.get("MLFLOW_DB_ENGINE", "").strip().lower()
@@ -206,6 +217,7 @@ class Settings:
         url = make_url(text)
         if url.password != password or url.username != user:
             raise Fatal("could not build a database URL from MLFLOW_DB_USER and MLFLOW_DB_PASSWORD")
+        url = tls(engine, url)
         return {"kind": engine, "url": url, "auth_url": url.set(database=self.auth_db_name)}
 
 

@@ -236,6 +236,7 @@ def container(image, mariadb, s3):
         "MLFLOW_FLASK_SERVER_SECRET_KEY": flask_key,
         "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{bucket}/artifacts",
         "MLFLOW_PORT": str(port), "MLFLOW_WORKERS": "2",
+        "MLFLOW_DB_TLS_CA": "",  # this MariaDB speaks plain; the image's default is the RDS CA bundle
         **{k: v for k, v in s3.env.items() if k != "NO_PROXY"},
     }
     fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

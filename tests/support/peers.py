@@ -171,18 +171,23 @@ class _Database(_Peer):
 
 
 class MariaDB(_Database):
-    """Debian's MariaDB server (MySQL protocol) on 127.0.0.1; root over the unix socket."""
+    """Debian's MariaDB server (MySQL protocol) on 127.0.0.1; root over the unix socket.
+
+    `tls` (tests/support/tls.py ServerTLS): the server presents that certificate and refuses every
+    TCP connection without TLS (require_secure_transport=ON; the unix socket counts as secure).
+    """
 
     name = "mariadb"
     engine = "mysql"
     driver = "mysql+pymysql"
 
-    def __init__(self, root=None, max_connections: int = 500, port: int | None = None) -> None:
+    def __init__(self, root=None, max_connections: int = 500, port: int | None = None, tls=None) -> None:
         super().__init__(root)
         self.port = port or self.port  # a fixed port: e.g. a client started before the server
         self.datadir = self.root / "data"
         self.socket = self.root / "mysqld.sock"
         self.max_connections = max_connections
+        self.tls = tls
 
     def _user_args(self) -> list[str]:
         return ["--user=root"] if _is_root() else []
@@ -204,9 +209,16 @@ class MariaDB(_Database):
              f"--port={self.port}", f"--bind-address={LOOPBACK}", f"--pid-file={self.root / 'mysqld.pid'}",
              "--skip-name-resolve", "--innodb-buffer-pool-size=128M", "--innodb-log-file-size=64M",
              f"--max-connections={self.max_connections}", "--character-set-server=utf8mb4",
-             "--collation-server=utf8mb4_bin", *self._user_args()],
+             "--collation-server=utf8mb4_bin", *self._tls_args(), *self._user_args()],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
         )
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        # performance_schema: each connection's TLS state (threads.CONNECTION_TYPE) can be read
+        return [f"--ssl-ca={self.tls.ca_path}", f"--ssl-cert={self.tls.cert_path}", f"--ssl-key={self.tls.key_path}",
+                "--require-secure-transport=ON", "--performance-schema=ON"]
 
     def _connect(self):
         import pymysql
@@ -245,6 +257,8 @@ class PostgreSQL(_Database):
 
     PostgreSQL refuses to run as root: as root, it runs as the `postgres` system user.
     SIGINT is its "fast" shutdown (SIGTERM would wait for every client to disconnect).
+    `tls` (tests/support/tls.py ServerTLS): ssl=on with that certificate, and pg_hba.conf's TCP
+    lines become `hostssl` lines, so a TCP connection without TLS matches no line and is refused.
     """
 
     name = "postgresql"
@@ -252,11 +266,12 @@ class PostgreSQL(_Database):
     engine = "postgresql"
     driver = "postgresql+psycopg2"
 
-    def __init__(self, root=None, max_connections: int = 300, port: int | None = None) -> None:
+    def __init__(self, root=None, max_connections: int = 300, port: int | None = None, tls=None) -> None:
         super().__init__(root)
         self.port = port or self.port  # a fixed port: e.g. a client started before the server
         self.datadir = self.root / "data"
         self.max_connections = max_connections
+        self.tls = tls
 
     def _bin(self, name: str) -> str:
         for version in ("17", "16", "15"):
@@ -281,13 +296,35 @@ class PostgreSQL(_Database):
                  "--auth-local=trust", "--auth-host=scram-sha-256", "-E", "UTF8", "--no-sync"],
                 stdout=log, stderr=subprocess.STDOUT, check=True, timeout=120, cwd=self.root, **self._owner(),
             )
+        if self.tls is not None:
+            self._prepare_tls()
+
+    def _prepare_tls(self) -> None:
+        """The certificate and key where the server user may read them (the key 0600, its own),
+        and TLS-only TCP lines in pg_hba.conf."""
+        for name, source in (("server-cert.pem", self.tls.cert_path), ("server-key.pem", self.tls.key_path)):
+            target = self.root / name
+            shutil.copyfile(source, target)
+            os.chmod(target, 0o600)
+            if _is_root():
+                shutil.chown(target, "postgres", "postgres")
+        hba = self.datadir / "pg_hba.conf"
+        lines = [("hostssl" + line[4:]) if line.startswith("host ") else line
+                 for line in hba.read_text().splitlines()]
+        hba.write_text("\n".join(lines) + "\n")
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        return ["-c", "ssl=on", "-c", f"ssl_cert_file={self.root / 'server-cert.pem'}",
+                "-c", f"ssl_key_file={self.root / 'server-key.pem'}"]
 
     def _spawn(self) -> subprocess.Popen:
         log = open(self.log_path, "ab")
         return subprocess.Popen(
             [self._bin("postgres"), "-D", str(self.datadir), "-k", str(self.root),
              "-p", str(self.port), "-h", LOOPBACK, "-c", f"max_connections={self.max_connections}",
-             "-c", "fsync=off", "-c", "shared_buffers=64MB"],
+             "-c", "fsync=off", "-c", "shared_buffers=64MB", *self._tls_args()],
             stdout=log, stderr=subprocess.STDOUT, start_new_session=True, cwd=self.root, **self._owner(),
         )
 
