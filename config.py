@@ -81,6 +81,9 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("dbMaxAcu", "db_max_acu", _acu(1), 4.0, "Aurora Serverless v2 maximum ACUs"),
     _Spec("dbAutoPauseSeconds", "db_auto_pause_seconds", _int_in(300, 86400, "seconds"), 3600,
           "idle time before a 0-ACU database pauses (used only when dbMinAcu is 0)"),
+    _Spec("dbIdleReleaseSeconds", "db_idle_release_seconds", _int_in(0, 86400, "seconds (0 = never)"), 300,
+          "idle time after which a server task closes its database connections (a 0-ACU database "
+          "pauses only with none open); 0 = keep them"),
     _Spec("dbReader", "db_reader", _bool, False, "a reader instance in another AZ (failover target)"),
     _Spec("dbBackupRetentionDays", "db_backup_retention_days", _int_in(1, 35, "days"), 7,
           "automated backup retention"),
@@ -164,6 +167,7 @@ class Settings:
     db_min_acu: float
     db_max_acu: float
     db_auto_pause_seconds: int
+    db_idle_release_seconds: int
     db_reader: bool
     db_backup_retention_days: int
     deletion_protection: bool

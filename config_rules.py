@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Optional
 
 from components.database import DEFAULT_ENGINE_VERSION
 from components.service import FARGATE_MEMORY
-from components.sizing import PoolTooSmall, pool_sizing
+from components.sizing import PoolTooSmall, engines_per_worker, pool_sizing
 from config_parsers import CERT_ARN_RE, NAMESPACE, SettingsError, _fail
 
 if TYPE_CHECKING:
@@ -146,13 +146,14 @@ def _check(values: dict[str, Any]) -> None:
         raise _fail("desiredCount", str(desired), f"an integer from minTasks ({mn}) to maxTasks ({mx})")
 
     # The connection budget must allow at least one pooled connection per worker.
-    workers = values["server_workers"]
+    workers, jobs = values["server_workers"], values["enable_job_execution"]
     try:
-        pool_sizing(engine=engine, min_acu=lo, max_acu=hi, max_tasks=mx, workers=workers)
+        pool_sizing(engine=engine, min_acu=lo, max_acu=hi, max_tasks=mx, workers=workers, job_execution=jobs)
     except PoolTooSmall as err:
         raise _fail("maxTasks", str(mx),
                     f"at most {err.max_tasks_that_fit} with serverWorkers {workers} and dbMaxAcu {hi:g} "
-                    f"(Aurora allows about {err.connection_limit} connections; each worker holds 2 pools); "
+                    f"(Aurora allows about {err.connection_limit} connections; each worker holds "
+                    f"{engines_per_worker(jobs)} pools{' with enableJobExecution' if jobs else ''}); "
                     "or raise dbMaxAcu / lower serverWorkers") from None
 
     _check_tls_and_prod(values)  # last: the settings a stack still lacks, after the wrong ones

@@ -56,6 +56,7 @@ def container_definition(args: "ServiceArgs", *, prefix: str, log_group_name: pu
         "MLFLOW_AUTH_DEFAULT_PERMISSION": args.auth_default_permission,
         "MLFLOW_DB_ENGINE": args.db_engine,
         "MLFLOW_DB_HOST": args.db_host,
+        "MLFLOW_DB_IDLE_RELEASE_SECONDS": str(args.db_idle_release_seconds),
         "MLFLOW_DB_NAME": args.db_name,
         "MLFLOW_DB_PORT": str(args.db_port),
         "MLFLOW_DB_TLS_CA": DB_TLS_CA,

@@ -105,6 +105,8 @@ class ServiceArgs:
     """``MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW``."""
     enable_job_execution: bool = False
     """``MLFLOW_SERVER_ENABLE_JOB_EXECUTION``."""
+    db_idle_release_seconds: int = 300
+    """``MLFLOW_DB_IDLE_RELEASE_SECONDS``: idle time before a task closes its database connections (0 = never)."""
     log_retention_days: int = 30
     """CloudWatch Logs retention."""
     # --- scaling -----------------------------------------------------------------------------
@@ -208,6 +210,8 @@ class ServiceArgs:
             raise ValueError(f"db_engine: mysql or postgresql, got {self.db_engine!r}")
         if self.workers < 1 or self.pool_size < 1 or self.max_overflow < 0:
             raise ValueError("workers and pool_size: at least 1; max_overflow: at least 0")
+        if not 0 <= self.db_idle_release_seconds <= 86400:
+            raise ValueError(f"db_idle_release_seconds: 0 to 86400, got {self.db_idle_release_seconds!r}")
         if len(self.public_subnet_ids) < 2 or len(self.private_subnet_ids) < 2:
             raise ValueError("subnets: at least two zones for the load balancer")
         if not TIMEOUT_RANGE[0] <= self.admin_timeout_seconds <= TIMEOUT_RANGE[1]:

@@ -10,8 +10,17 @@ BUDGET_SHARE = 0.8
 """Share of Aurora's ``max_connections`` the fleet may use at full scale-out."""
 RESERVED_CONNECTIONS = 5
 """Kept free for schema migrations and operators."""
-ENGINES_PER_WORKER = 2
-"""Each uvicorn worker holds two SQLAlchemy engines: the tracking store and the basic-auth store."""
+ENGINES_PER_WORKER = 3
+"""SQLAlchemy engines (each with its own pool) that every uvicorn worker opens: MLflow's tracking
+store, model registry store and basic-auth store (measured with MLflow 3.17.2)."""
+JOB_ENGINES_PER_WORKER = 1
+"""One more per worker with MLflow's job runner on (``enableJobExecution``): the jobs store."""
+SERVER_PROCESS_CONNECTIONS = 3
+"""Per task: the ``mlflow server`` process itself, one connection per store it opens before it
+starts uvicorn: the tracking and model registry stores (``initialize_backend_stores`` in
+``mlflow/cli``) and, with MLflow's ``basic-auth`` app (the app the image runs when the job runner
+is on), the auth store that creates the admin user. Measured (processlist by client port): 2 with
+the auth fast path, 3 with ``basic-auth``; kept until the idle release closes them."""
 MAX_POOL_SIZE = 10
 """Per engine. Kept connections, no overflow: bench/ measured pool 10 + overflow 0 against 5 + 5
 (the same ceiling): within noise at 1 and 8 clients, 116.6 vs 75.6 log_metric calls/s at 32 clients, because
@@ -26,8 +35,24 @@ class PoolSizing:
     """``MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW``: extra connections per engine under load."""
     connection_limit: int
     """The estimated ``max_connections`` of the database the sizing used."""
+    engines_per_worker: int
+    """SQLAlchemy engines per uvicorn worker: 3, or 4 with the job runner."""
+    task_connections: int
+    """``workers × engines_per_worker × (pool_size + max_overflow) + 3``: the most one task opens."""
     fleet_connections: int
-    """``max_tasks × workers × 2 × (pool_size + max_overflow)``: the most the fleet can open."""
+    """``max_tasks × task_connections``: the most the fleet can open."""
+
+
+def engines_per_worker(job_execution: bool = False) -> int:
+    """SQLAlchemy engines one uvicorn worker opens (:data:`ENGINES_PER_WORKER`, plus the jobs store)."""
+    return ENGINES_PER_WORKER + (JOB_ENGINES_PER_WORKER if job_execution else 0)
+
+
+def task_connections(*, workers: int, pool_size: int, max_overflow: int, job_execution: bool = False) -> int:
+    """The most database connections one server task opens: every engine of every worker full
+    (pool and overflow), plus the ``mlflow server`` process's own (:data:`SERVER_PROCESS_CONNECTIONS`).
+    The image makes the configured overflow the effective one (image/plugins/mlflow_db_pool)."""
+    return workers * engines_per_worker(job_execution) * (pool_size + max_overflow) + SERVER_PROCESS_CONNECTIONS
 
 
 class PoolTooSmall(ValueError):
@@ -63,17 +88,18 @@ def aurora_connection_limit(engine: str, min_acu: float, max_acu: float) -> int:
     return min(limit, 2000) if min_acu <= 0.5 else limit
 
 
-def pool_sizing(*, engine: str, min_acu: float, max_acu: float, max_tasks: int, workers: int) -> PoolSizing:
+def pool_sizing(*, engine: str, min_acu: float, max_acu: float, max_tasks: int, workers: int,
+                job_execution: bool = False) -> PoolSizing:
     """Pool size and overflow per SQLAlchemy engine that keep the whole fleet within Aurora's
     connection limit at full scale-out::
 
         budget     = floor(0.8 × limit) − 5
-        engines    = max_tasks × workers × 2
-        per_engine = floor(budget / engines)
+        engines    = workers × (3, or 4 with the job runner)          per task
+        per_engine = floor((floor(budget / max_tasks) − 3) / engines)
         pool       = min(per_engine, 10)
         overflow   = 0
 
-    hence ``max_tasks × workers × 2 × pool <= budget``.
+    hence ``max_tasks × (workers × engines × pool + 3) <= budget``.
 
     :raises PoolTooSmall: when ``per_engine < 1``.
     """
@@ -82,13 +108,16 @@ def pool_sizing(*, engine: str, min_acu: float, max_acu: float, max_tasks: int, 
     limit = aurora_connection_limit(engine, min_acu, max_acu)
     budget = math.floor(BUDGET_SHARE * limit) - RESERVED_CONNECTIONS
     tasks = max(max_tasks, 1)
-    engines = tasks * workers * ENGINES_PER_WORKER
-    per_engine = budget // engines if budget > 0 else 0
+    per_worker = engines_per_worker(job_execution)
+    engines = workers * per_worker
+    per_task = budget // tasks if budget > 0 else 0
+    per_engine = max(per_task - SERVER_PROCESS_CONNECTIONS, 0) // engines
     if per_engine < 1:
-        fit = max(budget, 0) // (workers * ENGINES_PER_WORKER)
+        fit = max(budget, 0) // (engines + SERVER_PROCESS_CONNECTIONS)
         raise PoolTooSmall(
-            f"{tasks} tasks × {workers} workers × {ENGINES_PER_WORKER} connection pools do not fit the "
+            f"{tasks} tasks × {workers} workers × {per_worker} connection pools do not fit the "
             f"about {limit} connections of Aurora at {max_acu:g} ACU (at most {fit} tasks fit)",
             fit, limit)
     pool = min(MAX_POOL_SIZE, per_engine)
-    return PoolSizing(pool, 0, limit, engines * pool)
+    one_task = task_connections(workers=workers, pool_size=pool, max_overflow=0, job_execution=job_execution)
+    return PoolSizing(pool, 0, limit, per_worker, one_task, tasks * one_task)

@@ -99,6 +99,8 @@ class MlflowTrackingServerArgs:
     """uvicorn workers per task."""
     enable_job_execution: bool = False
     """MLflow's GenAI job runner."""
+    db_idle_release_seconds: int = 300
+    """Idle time after which a task closes its database connections (0 = never)."""
     log_retention_days: int = 30
     """Container log retention."""
     container_insights: bool = False
@@ -137,7 +139,8 @@ class MlflowTrackingServerArgs:
 
     def pool(self):
         return pool_sizing(engine=self.db_engine, min_acu=self.db_min_acu, max_acu=self.db_max_acu,
-                           max_tasks=self.max_tasks, workers=self.server_workers)
+                           max_tasks=self.max_tasks, workers=self.server_workers,
+                           job_execution=self.enable_job_execution)
 
 
 class MlflowTrackingServer(pulumi.ComponentResource):
@@ -212,6 +215,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             cpu_architecture=args.cpu_architecture, workers=args.server_workers,
             pool_size=pool.pool_size, max_overflow=pool.max_overflow,
             enable_job_execution=args.enable_job_execution, log_retention_days=args.log_retention_days,
+            db_idle_release_seconds=args.db_idle_release_seconds,
             desired_count=args.desired_count, min_tasks=args.min_tasks, max_tasks=args.max_tasks,
             cpu_target_percent=args.cpu_target_percent,
             db_engine=args.db_engine, db_host=database.endpoint, db_port=database.port,

@@ -670,12 +670,32 @@ def cors_origins(env) -> str | None:
     return ",".join(origins) or None
 
 
+# Database pools of the server processes (name, default, lowest, highest), applied by
+# plugins/mlflow_db_pool in every MLflow process: the size and overflow exactly as set (MLflow alone
+# turns an overflow of 0 into SQLAlchemy's 10), idle connections closed so that a 0-ACU Aurora can
+# pause, and a connect to a database that is not there (resuming: ~15 s) retried instead of a 503.
+# 10 kept + 0 overflow: the same ceiling as 5 + 5 without overflow churn (README "Performance").
+POOL_SETTINGS = (
+    ("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", 10, 1, 1000),
+    ("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", 0, 0, 1000),
+    ("MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE", 280, 0, 86400),
+    ("MLFLOW_DB_IDLE_RELEASE_SECONDS", 300, 0, 86400),  # 0: never release
+    ("MLFLOW_DB_RECONNECT_SECONDS", 60, 0, 600),  # 0: fail at once
+)
+
+
+def pool_settings(env) -> dict[str, str]:
+    """The POOL_SETTINGS for the server's environment: validated (Fatal naming the variable), defaults filled in."""
+    return {name: str(env_int(env, name, default, lo, hi)) for name, default, lo, hi in POOL_SETTINGS}
+
+
 def prepare(env: dict) -> tuple[list[str], dict]:
     """Everything up to the exec: returns (argv, environment) of `mlflow server`."""
     import warnings
 
     warnings.simplefilter("ignore")  # keep library warnings out of the one-line error contract
     s = Settings(env)
+    pools = pool_settings(env)  # before any wait: a bad pool setting is one line at once
     check_port(s.host, s.port)  # before any wait: a second server on a taken port says so at once
     child = dict(env)
     if not s.disable_telemetry:  # off unless the user says otherwise; here too, before anything imports MLflow
@@ -784,11 +804,7 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     child.pop("MLFLOW_DB_PASSWORD", None)  # it lives on in the URI only
     child.pop("MLFLOW_REGISTRY_STORE_URI", None)
     if kind != "sqlite":
-        # 10 kept connections and no overflow per pool: the same ceiling as 5 + 5, without opening
-        # and closing overflow connections under load (README "Performance", tuning table)
-        child.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_SIZE", "10")
-        child.setdefault("MLFLOW_SQLALCHEMYSTORE_MAX_OVERFLOW", "0")
-        child.setdefault("MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE", "280")
+        child.update(pools)  # applied in every server process by plugins/mlflow_db_pool
     origins = cors_origins(env)
     if origins:
         child["MLFLOW_SERVER_CORS_ALLOWED_ORIGINS"] = origins
@@ -799,8 +815,8 @@ def prepare(env: dict) -> tuple[list[str], dict]:
         child.pop(name, None)
 
     app = auth_app(s)
-    if app == FASTPATH_APP:
-        child["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGINS), child.get("PYTHONPATH", "")) if p)
+    # both apps: plugins/ holds the fast path's app and the pool hook that every MLflow process loads
+    child["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGINS), child.get("PYTHONPATH", "")) if p)
     argv = [sys.executable, "-m", "mlflow", "server", "--app-name", app,
             "--host", s.host, "--port", str(s.port), "--workers", str(s.workers)]
     if s.serve_artifacts:

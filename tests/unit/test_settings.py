@@ -204,13 +204,18 @@ def test_config_is_read_from_the_engine_environment_too(monkeypatch):
 
 @pytest.mark.parametrize("engine,min_acu,max_acu,tasks,workers", [
     ("mysql", 0, 2, 1, 2), ("mysql", 1, 8, 6, 2), ("mysql", 0.5, 1, 2, 2), ("postgresql", 0, 1, 1, 4),
-    ("postgresql", 2, 16, 20, 4), ("mysql", 1, 256, 100, 16),
+    ("postgresql", 2, 16, 20, 4), ("mysql", 1, 256, 60, 16),
 ])
-def test_pool_sizing_keeps_the_fleet_within_the_connection_limit(engine, min_acu, max_acu, tasks, workers):
-    p = pool_sizing(engine=engine, min_acu=min_acu, max_acu=max_acu, max_tasks=tasks, workers=workers)
+@pytest.mark.parametrize("jobs", [False, True])
+def test_pool_sizing_keeps_the_fleet_within_the_connection_limit(engine, min_acu, max_acu, tasks, workers, jobs):
+    """Every engine of every worker (tracking, model registry, basic-auth; + jobs store with the
+    job runner) and the `mlflow server` process's own connections (3), per task."""
+    p = pool_sizing(engine=engine, min_acu=min_acu, max_acu=max_acu, max_tasks=tasks, workers=workers,
+                    job_execution=jobs)
     assert p.pool_size >= 1 and p.max_overflow >= 0
-    fleet = tasks * workers * 2 * (p.pool_size + p.max_overflow)
-    assert fleet == p.fleet_connections
+    assert p.engines_per_worker == (4 if jobs else 3)
+    fleet = tasks * (workers * p.engines_per_worker * (p.pool_size + p.max_overflow) + 3)
+    assert fleet == p.fleet_connections == tasks * p.task_connections
     assert fleet <= 0.8 * p.connection_limit - 5
 
 
@@ -219,7 +224,7 @@ def test_pool_prefers_kept_connections_up_to_ten():
     roomy = pool_sizing(engine="mysql", min_acu=0, max_acu=8, max_tasks=2, workers=2)
     assert (roomy.pool_size, roomy.max_overflow) == (10, 0)
     tight = pool_sizing(engine="mysql", min_acu=1, max_acu=1, max_tasks=2, workers=2)  # ~45 connections
-    assert (tight.pool_size, tight.max_overflow) == (3, 0)  # floor((floor(0.8 × 45) − 5) / 8) = 3
+    assert (tight.pool_size, tight.max_overflow) == (2, 0)  # floor((floor((floor(0.8 × 45) − 5) / 2) − 3) / 6) = 2
 
 
 def test_connection_limit_estimates_match_documented_small_classes():
