@@ -18,11 +18,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = r"""
 import json, sys, time
 t0 = time.perf_counter()
-from tests.unit.conftest import run_program
-from tests.unit.harness import CERT, PROMOTED_REF
+from tests.unit.conftest import PROD_OVERRIDES, run_program
 t1 = time.perf_counter()
 stack = sys.argv[1]
-overrides = {"certificateArn": CERT, "imageRef": PROMOTED_REF} if stack == "prod" else {}
+overrides = PROD_OVERRIDES if stack == "prod" else {}  # what a user sets before the first prod update
 r = run_program(stack, **overrides)
 t2 = time.perf_counter()
 print(json.dumps({"import_s": t1 - t0, "program_s": t2 - t1, "resources": len(r.resources)}))

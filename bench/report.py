@@ -276,16 +276,19 @@ def render(r: dict) -> str:
           f"windows, each on a fresh database; start-up here includes creating the schema):")
         w("")
         w("| Variant (MLflow client) | log_metric 1 | log_metric 8 | log_metric 32 | log_batch 8 | "
-          "server CPU ms / log_metric (8 clients) | idle PSS MiB (processes) | first start s |")
-        w("|---|---|---|---|---|---|---|---|")
+          "server CPU ms / log_metric (8 clients) | database connections, peak at 8 / 32 clients | "
+          "idle PSS MiB (processes) | first start s |")
+        w("|---|---|---|---|---|---|---|---|---|")
         for key, x in var.items():
             if x.get("error"):
-                w(f"| {x.get('label', key)} | failed: {x['error'][:80]} | | | | | |")
+                w(f"| {x.get('label', key)} | failed: {x['error'][:80]} | | | | | | | |")
                 continue
             cells = [x.get("cells", {}).get(f"client:{k}")
                      for k in ("log-metric/1", "log-metric/8", "log-metric/32", "log-batch/8")]
             w(f"| {x.get('label', key)} | " + " | ".join(_cell(c) for c in cells)
-              + f" | {_f((cells[1] or {}).get('server_cpu_ms_per_call'))} | {_f(x.get('idle_pss_mib'), 0)} "
+              + f" | {_f((cells[1] or {}).get('server_cpu_ms_per_call'))} | "
+                f"{(cells[1] or {}).get('db_connections_peak', '–')} / {(cells[2] or {}).get('db_connections_peak', '–')} | "
+                f"{_f(x.get('idle_pss_mib'), 0)} "
                 f"({x.get('processes', '–')}) | {_f(x.get('start_s'))} |")
         w("")
 

@@ -33,6 +33,7 @@ from bench.proc import cpu_delta, cpu_sample, pss_kib, session_pids
 from bench.servers import STOCK_UVICORN, ProjectServer, StockServer
 from bench.workload import (MiB, create_experiment, create_runs, create_trainer, direct_s3, first_calls,
                             insert_runs, keepalive_probe, make_file, mlflow_client, proxy_raw, search_p50)
+from tests.support.db_connections import ConnectionSampler
 from tests.support.peers import MariaDB, S3Server
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -195,16 +196,21 @@ class Bench:
             cells = [(m, k, n) for m in MODES for k in KINDS for n in p["clients"]] if full else VARIANT_CELLS
             duration = p["duration"] if full else p["variant_duration"]
             warmup = p["warmup"] if full else p["variant_warmup"]
+            # the server's database connections, as the database counts them (sampled every 50 ms)
+            db_user = srv.server.env["MLFLOW_DB_USER"] if spec.kind == "project" else "bench"
             for mode, kind, n in cells:
-                r = run_load(srv.url, srv.auth, kind, run_ids[:n], warmup, duration, mode,
-                             sample=lambda: cpu_sample(srv.sid))
+                with ConnectionSampler(db, db_user, interval=0.05) as conns:
+                    r = run_load(srv.url, srv.auth, kind, run_ids[:n], warmup, duration, mode,
+                                 sample=lambda: cpu_sample(srv.sid))
+                r["db_connections_peak"] = conns.peak
                 w = r.pop("window")
                 if len(w) == 2:  # server CPU per call (all calls in the window, errors included)
                     r.update(cpu_delta(w[0], w[1], r["n"] + r["errors"]))
                 res["cells"][f"{mode}:{kind}/{n}"] = r
                 log(f"{spec.key}: {mode:6s} {kind:10s} {n:2d} clients: {r['rps']:7.1f} req/s  p50 {r['p50_ms']:7.1f} ms  "
                     f"p99 {r['p99_ms']:7.1f} ms  errors {r['errors']}  server CPU {r.get('server_cpu_ms_per_call') or 0:.1f} ms/call  "
-                    f"machine busy {r.get('machine_busy_pct') or 0:.0f} %" + (f"  {r['first_errors'][:1]}" if r["errors"] else ""))
+                    f"machine busy {r.get('machine_busy_pct') or 0:.0f} %  db connections peak {conns.peak}"
+                    + (f"  {r['first_errors'][:1]}" if r["errors"] else ""))
             if full:
                 res["search"] = search_p50(srv, search_exp, p["search_reps"])
                 log(f"{spec.key}: search_runs " + ", ".join(f"{k} p50 {v['p50_ms']:.0f} ms ({v['rows']} rows)"
@@ -298,10 +304,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cpus", default=f"0-{(os.cpu_count() or 1) - 1}",
                     help="CPU list given to every server through taskset (the same budget for all)")
     ap.add_argument("--report-only", action="store_true", help="re-render RESULTS.md from results.json")
+    ap.add_argument("--out", default="", help="write bench/<OUT>.json and bench/<OUT>.md instead (a partial run "
+                                              "that must not replace the full run's files, e.g. --only pool=5+5)")
     args = ap.parse_args(argv)
     args.profile = "quick" if args.quick else "full"
-    args.json_name = "results-quick.json" if args.quick else "results.json"
-    md_name = "RESULTS-quick.md" if args.quick else "RESULTS.md"
+    args.json_name = f"{args.out}.json" if args.out else "results-quick.json" if args.quick else "results.json"
+    md_name = f"{args.out}.md" if args.out else "RESULTS-quick.md" if args.quick else "RESULTS.md"
     prof = dict(PROFILES[args.profile])
     if args.no_variants:
         prof["variants"] = False

@@ -22,9 +22,11 @@ starts uvicorn: the tracking and model registry stores (``initialize_backend_sto
 is on), the auth store that creates the admin user. Measured (processlist by client port): 2 with
 the auth fast path, 3 with ``basic-auth``; kept until the idle release closes them."""
 MAX_POOL_SIZE = 10
-"""Per engine. Kept connections, no overflow: bench/ measured pool 10 + overflow 0 against 5 + 5
-(the same ceiling): within noise at 1 and 8 clients, 116.6 vs 75.6 log_metric calls/s at 32 clients, because
-SQLAlchemy opens and closes overflow connections under load (README "Performance")."""
+"""Per engine. Kept connections, no overflow (the image honours overflow 0: image/plugins/mlflow_db_pool).
+The first bench comparison measured MLflow's 10 + 10 under the name 10 + 0; re-measured with the
+overflow honoured (bench/pool-rerun-1.md, -2.md, a 2-vCPU machine busy with other work) 10 + 0 and
+5 + 5 are within noise at 8 and 32 clients, and 10 + 0 never opens or closes a connection under load
+(peak 42 per task at 32 clients, all kept; 5 + 5: 36-39 at the peak, 26-27 kept)."""
 
 
 @dataclass(frozen=True)

@@ -60,6 +60,11 @@ def test_what_is_worth_waiting_for(hook):
     assert not hook.not_there(pymysql.err.OperationalError(1045, "Access denied for user 'u'@'127.0.0.1'"))
     assert not hook.not_there(pymysql.err.OperationalError(1049, "Unknown database 'mlflow'"))
     assert not hook.not_there(psycopg2.OperationalError('FATAL:  password authentication failed for user "u"'))
+    # TLS failures do not get better by waiting (PyMySQL reports a bad certificate as 2003)
+    assert not hook.not_there(pymysql.err.OperationalError(
+        2003, "Can't connect to MySQL server on 'db' ([SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed)"))
+    assert not hook.not_there(psycopg2.OperationalError('connection to server at "db", port 5432 failed: '
+                                                        'root certificate file "/x.pem" does not exist'))
 
 
 def test_a_refused_connect_is_retried_with_backoff_until_it_works(hook):

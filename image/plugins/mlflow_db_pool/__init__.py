@@ -57,6 +57,7 @@ PG_NOT_THERE = ("connection refused", "could not connect", "timeout expired", "c
                 "the database system is shutting down", "the database system is in recovery mode",
                 "not yet accepting connections", "no route to host", "could not translate host name",
                 "network is unreachable")
+TLS_FAILURES = ("[ssl", "certificate", "does not support ssl", "does not match host name", "insecure transport")
 
 _log = logging.getLogger("mlflow.store.db.pool")  # under MLflow's configured "mlflow" logger
 
@@ -97,11 +98,14 @@ def pool_arguments(kwargs: dict) -> dict:
 # --------------------------------------------------------------------------------------------
 def not_there(exc: BaseException) -> bool:
     """True when a failed connect means "the server is not there (yet)", worth waiting for;
-    False for everything waiting cannot fix (a refused login, a missing database, TLS)."""
+    False for everything waiting cannot fix (a refused login, a missing database, TLS: PyMySQL
+    reports a certificate that does not verify as 2003 "Can't connect ... [SSL: ...]")."""
     args = getattr(exc, "args", ()) or ()
+    text = " ".join(str(exc).split()).lower()
+    if any(s in text for s in TLS_FAILURES):
+        return False
     if args and isinstance(args[0], int):  # PyMySQL: (code, message)
         return args[0] in MYSQL_NOT_THERE
-    text = " ".join(str(exc).split()).lower()
     return any(s in text for s in PG_NOT_THERE)
 
 
