@@ -1,4 +1,4 @@
-"""The container contract (README.md, section "Container contract") is the one list of variables: each task
+"""The container contract (docs/container-contract.md) is the one list of variables: each task
 definition (the server's, the database admin step's) sets exactly what the table says it sets, each
 the way it says (``environment`` or ``secrets``), and the image's entrypoint reads no name the table
 lacks. "Set on AWS by" cells: ``task `environment``` (server), ``both tasks' `environment``` (server
@@ -13,14 +13,13 @@ import pytest
 
 from tests.unit.harness import ROOT
 
-README = ROOT / "README.md"
+CONTRACT = ROOT / "docs" / "container-contract.md"
 ENTRYPOINT = ROOT / "image" / "entrypoint.py"
 
 
 def contract_rows() -> dict[str, str]:
     """variable -> 'Set on AWS by' cell."""
-    text = README.read_text()
-    section = text.split("\n## Container contract\n", 1)[1].split("\n## ", 1)[0]
+    section = CONTRACT.read_text()
     rows = {}
     for line in section.splitlines():
         m = re.match(r"^\|\s*`([A-Z][A-Z0-9_]+)`\s*\|(.*)\|\s*$", line)
@@ -67,7 +66,7 @@ def test_entrypoint_reads_only_contract_names(rows):
     # documented by MLflow; the contract lists what crosses the image boundary.
     crossing = {u for u in used if u.startswith(("MLFLOW_DB_", "MLFLOW_AUTH_", "MLFLOW_LB_", "MLFLOW_SPOOL",
                                                  "MLFLOW_STATE"))}
-    assert crossing <= set(rows), f"entrypoint reads names missing from the README's contract table: {crossing - set(rows)}"
+    assert crossing <= set(rows), f"entrypoint reads names missing from the contract table (docs/container-contract.md): {crossing - set(rows)}"
 
 
 def test_admin_task_environment_is_exactly_the_contracts_admin_rows(rows, dev, prod):

@@ -253,7 +253,7 @@ def test_disposable_defaults_follow_protect_data():
 def test_every_setting_is_documented_in_the_settings_table():
     from tests.unit.harness import ROOT
 
-    text = (ROOT / "README.md").read_text()
-    section = text[text.index("### Settings"):text.index("### Stack outputs")]
+    text = (ROOT / "docs" / "deploy.md").read_text()
+    section = text[text.index("\n## Settings\n"):text.index("\n## Stack outputs\n")]
     rows = [line for line in section.splitlines() if line.startswith("| `")]
     assert [line.split("`")[1] for line in rows] == list(config.KEYS)
