@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 from bench.proc import session_pids
+from tests.support.dbadmin import prepare_databases
 from tests.support.peers import LOOPBACK, free_port
 from tests.support.server import ENTRYPOINT, PYTHON, Server, database_env, health, s3_env
 
@@ -133,11 +134,15 @@ class StockServer:
 class ProjectServer:
     """The project's entrypoint (image/entrypoint.py) through tests/support/server.Server,
     configured by environment as on AWS (the README's container contract), auth on; `extra` are the variant's
-    settings (e.g. MLFLOW_WORKERS)."""
+    settings (e.g. MLFLOW_WORKERS). As on AWS, the admin step (`entrypoint.py admin`, master credentials)
+    prepares the databases before the first start, and the server connects as the application user
+    `<user>_app` (read/write rows only), not as `user`."""
 
     def __init__(self, db, user: str, password: str, name: str, auth_name: str, s3, bucket: str, prefix: str,
                  cpus: str, extra: dict[str, str] | None = None) -> None:
-        env = {**database_env(db, user, password, name, auth_name), **s3_env(s3, bucket, prefix),
+        self.prepare = lambda: prepare_databases(db, f"{user}_app", password, name, auth_name)
+        self.prepared = False
+        env = {**database_env(db, f"{user}_app", password, name, auth_name), **s3_env(s3, bucket, prefix),
                "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY, "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
                "AWS_REGION": "us-east-1", **(extra or {})}
         self.server = Server(env=env, argv=["taskset", "-c", cpus, PYTHON, str(ENTRYPOINT)], startup_timeout=180)
@@ -152,6 +157,9 @@ class ProjectServer:
 
     def start(self) -> "ProjectServer":
         try:
+            if not self.prepared:
+                self.prepare()  # not part of the measured start-up: on AWS it runs before any task starts
+                self.prepared = True
             self.server.start()
         except Exception as e:
             raise BenchServerError(str(e)) from None

@@ -4,6 +4,7 @@
     python3 entrypoint.py                # check the environment, prepare, exec `mlflow server`
     python3 entrypoint.py --healthcheck  # exit 0 iff GET http://127.0.0.1:$MLFLOW_PORT/health is 200
     python3 entrypoint.py --write-schema-heads  # image build: record MLflow's schema head revisions
+    python3 entrypoint.py admin          # the database admin step, with the master credentials (admin_step.py)
 
 Steps (each failure ends the process with exit code 2 and ONE line on stderr naming the problem;
 no secret is ever printed or put on a command line):
@@ -14,16 +15,15 @@ no secret is ever printed or put on a command line):
  3. database mode (MLFLOW_DB_ENGINE or MLFLOW_BACKEND_STORE_URI): build the URI with the password
     URL-encoded, check the server answers and accepts the login, waiting up to
     MLFLOW_DB_WAIT_SECONDS for a server that cannot be reached or does not answer yet (db_wait.py;
-    every connection before the exec is bounded, handshake included), create the tracking and
-    auth databases when missing (if the user may), check an s3:// destination bucket with
-    head_bucket; embedded mode (nothing configured): SQLite files, local artifacts, a generated
-    Flask secret key and admin password kept in MLFLOW_STATE_DIR;
- 4. when both databases are at the head revisions recorded for the installed MLflow
-    (schema_heads.json beside this file, written at image build): nothing to migrate, and MLflow
-    is not imported here (about 2 s less start-up); otherwise, under a database lock (MySQL
-    GET_LOCK, PostgreSQL advisory lock, a file lock for SQLite): create or upgrade the tracking
-    schema exactly once, refuse a schema it cannot upgrade, and migrate the basic-auth store
-    (with the MySQL/MariaDB fix in auth_schema.py);
+    every connection before the exec is bounded, handshake included), check that the tracking
+    and auth databases exist, check an s3:// destination bucket with head_bucket; embedded mode
+    (nothing configured): SQLite files, local artifacts, a generated Flask secret key and admin
+    password kept in MLFLOW_STATE_DIR;
+ 4. a database server: both schemas must be exactly at this image's heads (recorded at image
+    build in schema_heads.json, so MLflow is not imported here; else MLflow's own), or the
+    process stops with one line saying to run the admin step: the server creates no database and
+    changes no schema, the admin step does both as the master (admin_step.py, db_schema.py).
+    SQLite: this process creates or upgrades its own schemas under a file lock (db_schema.py);
  5. render the basic-auth ini (0600) under the spool dir (embedded mode: the state dir) and exec
     `mlflow server` with --app-name basic-auth-fastpath (MLflow's basic-auth app with cheaper
     permission lookups, plugins/mlflow_auth_fastpath; MLFLOW_AUTH_FASTPATH=false runs
@@ -33,7 +33,6 @@ no secret is ever printed or put on a command line):
 
 from __future__ import annotations
 
-import contextlib
 import os
 import re
 import secrets
@@ -41,7 +40,6 @@ import shlex
 import shutil
 import sys
 import tempfile
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -57,7 +55,6 @@ PREFIX = "mlflow-entrypoint:"
 ENGINES = {"mysql": ("mysql+pymysql", 3306), "postgresql": ("postgresql+psycopg2", 5432)}
 PERMISSIONS = ("READ", "EDIT", "MANAGE", "NO_PERMISSIONS")
 CONNECT_TIMEOUT = 5  # seconds, for the S3 check before the server starts (database limits: db_wait.py)
-LOCK_TIMEOUT = 900  # seconds to wait for another process's schema migration
 GRACEFUL_SHUTDOWN_SECONDS = 110  # uvicorn, after SIGTERM; the task definition's stopTimeout is 120 s
 ADMIN_PASSWORD_MIN = 12  # MLflow's password policy
 PLUGINS = Path(__file__).resolve().parent / "plugins"  # mlflow_auth_fastpath + its dist-info (entry point)
@@ -299,45 +296,14 @@ def probe(kind: str, url, wait: int | None = None) -> str | None:
         raise Fatal(str(e)) from None
 
 
-def create_database(kind: str, url, also: str = "") -> None:
-    """Create url.database on its server (the login works, the database is missing)."""
-    import sqlalchemy
-
-    name = url.database
-    try:
-        if kind == "mysql":
-            with _engine(url._replace(database=None)).connect() as conn:
-                conn.execute(sqlalchemy.text(f"CREATE DATABASE IF NOT EXISTS `{name}`"))
-        else:
-            admin_url = url.set(database="postgres")
-            eng = _engine(admin_url, isolation_level="AUTOCOMMIT")
-            try:
-                conn = eng.connect()
-            except sqlalchemy.exc.SQLAlchemyError:
-                conn = _engine(url.set(database="template1"), isolation_level="AUTOCOMMIT").connect()
-            with conn:
-                exists = conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"),
-                                      {"n": name}).scalar()
-                if not exists:
-                    conn.execute(sqlalchemy.text(f'CREATE DATABASE "{name}"'))
-    except sqlalchemy.exc.SQLAlchemyError as e:
-        orig = getattr(e, "orig", e)
-        text = " ".join(str(orig).split())
-        if "already exists" in text:
-            return  # another task created it a moment ago
-        raise Fatal(f"database {name!r} does not exist on {url.host}:{url.port}{also} and user "
-                    f"{url.username!r} may not create it: create it, or grant the user the right to ({text})") from None
-    info(f"created database {name!r} on {url.host}:{url.port}")
-
-
-def ensure_database(kind: str, url, wait: int | None = None) -> None:
+def require_database(kind: str, url, wait: int | None = None) -> None:
+    """The server never creates a database: a missing one (or one the user may not see) is one
+    line naming the admin step, which creates both databases as the master (admin_step.py)."""
     problem = probe(kind, url, wait)
     if problem:
-        also = f" (or user {url.username!r} has no privileges on it)" if problem == "denied" else ""
-        create_database(kind, url, also)
-        if probe(kind, url):
-            raise Fatal(f"database {url.database!r} on {url.host}:{url.port} exists but user {url.username!r} "
-                        f"has no privileges on it")
+        raise Fatal(f"database {url.database!r} does not exist on {url.host}:{url.port} (or user {url.username!r} "
+                    f"may not use it), and the server may not create it (it connects as the application user): "
+                    f"run the admin step (python3 /app/entrypoint.py admin) with the master credentials first")
 
 
 # --------------------------------------------------------------------------------------------
@@ -375,224 +341,32 @@ def check_bucket(destination: str, endpoint: str | None, region: str | None) -> 
 
 
 # --------------------------------------------------------------------------------------------
-# schema (under a lock)
+# schemas (db_schema.py): the server checks them, SQLite creates its own
 # --------------------------------------------------------------------------------------------
-@contextlib.contextmanager
-def schema_lock(kind: str, url, lock_file: Path | None = None):
-    """Hold a lock that every starting server process takes before touching a schema."""
-    import sqlalchemy
+def require_schema_heads(db) -> None:
+    """A database server: both schemas exactly at this image's heads, or one line naming the admin
+    step. Nothing is changed, and MLflow is not imported when the heads were recorded at build."""
+    import db_schema
 
-    if kind == "sqlite":
-        import fcntl
+    db_schema.require_heads(_engine(db["url"]), _engine(db["auth_url"]), info, HEADS_FILE)
 
-        lock_file.parent.mkdir(parents=True, exist_ok=True)
-        with open(lock_file, "a") as f:
-            try:
-                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                info("waiting for another process to finish the schema migration")
-                fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+
+def local_schemas(db) -> None:
+    """SQLite (embedded mode, or a sqlite:// MLFLOW_BACKEND_STORE_URI): the one local process creates
+    or upgrades its own schemas, under a file lock; a warm start at the recorded heads skips that."""
+    import db_schema
+
+    heads = db_schema.recorded_schema_heads(HEADS_FILE)
+    found = db_schema.schema_revisions(_engine(db["url"]), _engine(db["auth_url"]))
+    if heads is not None and found == (heads["tracking"], heads["auth"]):
+        info(f"tracking schema: up to date (revision {found[0]}); auth schema: up to date (revision {found[1]}); "
+             f"checked against the head revisions recorded for MLflow {heads['mlflow']}")
         return
-
-    name = f"mlflow-schema-{url.database}"[:64]
-    conn = _engine(url, work=True, isolation_level="AUTOCOMMIT").connect()
-    try:
-        if kind == "mysql":
-            got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar()
-            if got != 1:
-                info("waiting for another process to finish the schema migration")
-                got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, :t)"), {"n": name, "t": LOCK_TIMEOUT}).scalar()
-            release = sqlalchemy.text("SELECT RELEASE_LOCK(:n)")
-            params = {"n": name}
-        else:
-            key = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big", signed=True)
-            got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-            if not got:
-                info("waiting for another process to finish the schema migration")
-                deadline = time.monotonic() + LOCK_TIMEOUT
-                while not got and time.monotonic() < deadline:
-                    time.sleep(0.5)
-                    got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
-            got = 1 if got else 0
-            release = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
-            params = {"k": key}
-        if got != 1:
-            raise Fatal(f"timed out after {LOCK_TIMEOUT} s waiting for the schema lock {name!r} "
-                        f"(another server process is migrating, or died holding it)")
-        try:
-            yield
-        finally:
-            with contextlib.suppress(Exception):
-                conn.execute(release, params)
-    finally:
-        conn.close()
-
-
-def progress_logs_to_stdout() -> None:
-    """MLflow and alembic log to stderr; before the exec, stderr is reserved for the one error line."""
-    import logging
-
-    import mlflow  # noqa: F401  (configures the "mlflow" logger)
-
-    for name in ("", "mlflow", "alembic"):
-        for handler in logging.getLogger(name).handlers:
-            stream = getattr(handler, "stream", None)
-            # MLflow's handler writes to a wrapper that follows sys.stderr
-            if isinstance(handler, logging.StreamHandler) and (stream is sys.stderr
-                                                               or type(stream).__name__ == "MlflowLoggingStream"):
-                handler.setStream(sys.stdout)
-
-
-def ensure_tracking_schema(url) -> str:
-    """Create or upgrade the tracking schema; returns MLflow's head revision (where it now is)."""
-    import sqlalchemy
-    from alembic.script import ScriptDirectory
-    from mlflow.store.db import utils as dbu
-    from mlflow.version import VERSION
-
-    progress_logs_to_stdout()
-    engine = _engine(url, work=True)
-    head = dbu._get_latest_schema_revision()
-    if dbu._is_empty_database(engine):
-        t0 = time.monotonic()
-        dbu._initialize_tables(engine)
-        info(f"tracking schema: created at revision {head} in {time.monotonic() - t0:.1f} s")
-        return head
-    current = dbu._get_schema_version(engine)
-    if current == head:
-        info(f"tracking schema: up to date (revision {head})")
-        return head
-    if current is None:
-        tables = sorted(sqlalchemy.inspect(engine).get_table_names())
-        raise Fatal(f"tracking database {url.database!r} has tables ({', '.join(tables[:5])}...) but no MLflow "
-                    f"schema revision: not an MLflow database, or one older than MLflow 1.0; refusing to touch it")
-    script = ScriptDirectory.from_config(dbu._get_alembic_config(""))
-    try:
-        known = script.get_revision(current) is not None
-    except Exception:
-        known = False
-    if not known:
-        raise Fatal(f"tracking schema revision {current} is unknown to MLflow {VERSION} (written by a newer "
-                    f"MLflow?); refusing to serve it: run an image with that MLflow version or newer")
-    t0 = time.monotonic()
-    try:
-        dbu._upgrade_db(engine)
-    except Exception as e:
-        raise Fatal(f"upgrading the tracking schema from revision {current} to {head} failed: "
-                    f"{type(e).__name__}: {' '.join(str(e).split())[:300]} (restore the backup taken before)") from None
-    after = dbu._get_schema_version(engine)
-    if after != head:
-        raise Fatal(f"the tracking schema is at revision {after} after the upgrade, expected {head}")
-    info(f"tracking schema: upgraded from revision {current} to {head} in {time.monotonic() - t0:.1f} s")
-    return head
-
-
-# --------------------------------------------------------------------------------------------
-# schema heads: a warm start with both schemas at MLflow's head revisions skips importing MLflow
-# --------------------------------------------------------------------------------------------
-def installed_mlflow_version() -> str:
-    from importlib.metadata import version
-
-    return version("mlflow")
-
-
-def compute_schema_heads() -> dict[str, str]:
-    """The head revisions of the installed MLflow's tracking and auth migrations (imports MLflow)."""
-    from alembic.script import ScriptDirectory
-    from mlflow.server.auth.db.utils import _get_alembic_config as auth_alembic_config
-    from mlflow.store.db import utils as dbu
-
-    return {"mlflow": installed_mlflow_version(), "tracking": dbu._get_latest_schema_revision(),
-            "auth": ScriptDirectory.from_config(auth_alembic_config("")).get_current_head()}
-
-
-def recorded_schema_heads(path: Path = HEADS_FILE) -> dict[str, str] | None:
-    """The heads recorded for the installed MLflow version, or None (no file, other version, unreadable)."""
-    import json
-
-    try:
-        heads = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    if not isinstance(heads, dict) or heads.get("mlflow") != installed_mlflow_version():
-        return None
-    if not all(isinstance(heads.get(k), str) and heads[k] for k in ("tracking", "auth")):
-        return None
-    return heads
-
-
-def record_schema_heads(heads: dict[str, str], path: Path = HEADS_FILE) -> bool:
-    """Best effort: write the heads beside the entrypoint when that directory is writable (the image
-    writes them at build time; its root filesystem may be read-only at run time)."""
-    import json
-
-    if recorded_schema_heads(path) == heads:
-        return True
-    if not os.access(path.parent, os.W_OK):
-        return False
-    tmp = path.with_name(f".{path.name}.{os.getpid()}")
-    try:
-        tmp.write_text(json.dumps(heads, sort_keys=True) + "\n")
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        return False
-    return True
-
-
-def schema_revisions(tracking_url, auth_url) -> tuple[str | None, str | None]:
-    """The revision in each database's alembic version table (None: no database or table, no row,
-    or several heads), read with auth_schema.current_revision, without importing MLflow."""
-    import sqlalchemy
-    from alembic.util import CommandError
-
-    import auth_schema
-
-    found = []
-    for url, table in ((tracking_url, "alembic_version"), (auth_url, auth_schema.VERSION_TABLE)):
-        engine = _engine(url)
-        try:
-            found.append(auth_schema.current_revision(engine, table))
-        except (sqlalchemy.exc.SQLAlchemyError, CommandError):
-            found.append(None)
-        finally:
-            engine.dispose()
-    return found[0], found[1]
-
-
-def schemas_at_recorded_heads(db) -> bool:
-    heads = recorded_schema_heads()
-    if heads is None:
-        return False
-    tracking, auth = schema_revisions(db["url"], db["auth_url"])
-    if (tracking, auth) != (heads["tracking"], heads["auth"]):
-        return False
-    info(f"tracking schema: up to date (revision {tracking}); auth schema: up to date (revision {auth}); "
-         f"checked against the head revisions recorded for MLflow {heads['mlflow']}")
-    return True
-
-
-def ensure_auth_schema(url) -> "object":
-    import auth_schema
-
-    engine = _engine(url, work=True)
-    t0 = time.monotonic()
-    before = auth_schema.current_revision(engine)
-    fixed = auth_schema.apply_mysql_initial_fix(engine)
-    if fixed:
-        info("auth schema: created MLflow's first auth revision with unique foreign-key names "
-             "(MySQL/MariaDB fix for mlflow issues 9642/10964)")
-    _, after = auth_schema.migrate(engine, fix=False)
-    if before != after:
-        info(f"auth schema: migrated from {before or 'nothing'} to {after} in {time.monotonic() - t0:.1f} s")
-    else:
-        info(f"auth schema: up to date (revision {after})")
-    return engine, after
+    with db_schema.schema_lock(None, info, Path(db["url"].database).parent / ".schema.lock"):
+        tracking = db_schema.ensure_tracking_schema(_engine(db["url"], work=True), info)
+        auth = db_schema.ensure_auth_schema(_engine(db["auth_url"], work=True), info)
+    db_schema.record_schema_heads({"mlflow": db_schema.installed_mlflow_version(), "tracking": tracking,
+                                   "auth": auth}, HEADS_FILE)
 
 
 def admin_exists(engine, username: str) -> bool:
@@ -743,21 +517,14 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     if kind == "sqlite":
         for u in (db["url"], db["auth_url"]):
             Path(u.database).parent.mkdir(parents=True, exist_ok=True)
-    else:
-        ensure_database(kind, db["url"], s.db_wait)  # the one wait for a server that is not up yet
+        local_schemas(db)
+    else:  # a database server: prepared by the admin step; the server changes no database and no schema
+        require_database(kind, db["url"], s.db_wait)  # the one wait for a server that is not up yet
         info(f"{kind} database {db['url'].database!r} at {db['url'].host}:{db['url'].port} accepts user "
              f"{db['url'].username!r}")
-        ensure_database(kind, db["auth_url"])
-
-    lock_file = Path(db["url"].database).parent / ".schema.lock" if kind == "sqlite" else None
-    if schemas_at_recorded_heads(db):
-        has_admin = admin_exists(_engine(db["auth_url"]), s.admin_user)
-    else:
-        with schema_lock(kind, db["url"], lock_file):
-            tracking_head = ensure_tracking_schema(db["url"])
-            auth_engine, auth_head = ensure_auth_schema(db["auth_url"])
-            has_admin = admin_exists(auth_engine, s.admin_user)
-        record_schema_heads({"mlflow": installed_mlflow_version(), "tracking": tracking_head, "auth": auth_head})
+        require_database(kind, db["auth_url"])
+        require_schema_heads(db)
+    has_admin = admin_exists(_engine(db["auth_url"]), s.admin_user)
 
     if not has_admin:
         if not s.admin_password and s.embedded:
@@ -847,22 +614,28 @@ def auth_app(s: Settings) -> str:
 
 
 def main(argv: list[str]) -> int:
+    import db_schema
+
     if "--healthcheck" in argv:
         return healthcheck()
     if argv[1:] == ["--write-schema-heads"]:  # image build: lets every start on an up-to-date schema skip MLflow's import
-        heads = compute_schema_heads()
-        if not record_schema_heads(heads):
+        heads = db_schema.compute_schema_heads()
+        if not db_schema.record_schema_heads(heads, HEADS_FILE):
             print(f"{PREFIX} error: could not write {HEADS_FILE}", file=sys.stderr)
             return 2
         info(f"recorded schema heads in {HEADS_FILE}: {heads}")
         return 0
+    if argv[1:] == ["admin"]:  # the database admin step (master credentials): admin_step.py
+        import admin_step
+
+        return admin_step.main(sys.modules[__name__], dict(os.environ))
     if len(argv) > 1:
         print(f"{PREFIX} error: unexpected arguments {argv[1:]!r}; this entrypoint is configured by environment "
-              f"only (see the README's container contract), or takes --healthcheck", file=sys.stderr)
+              f"only (see the README's container contract), or takes --healthcheck or admin", file=sys.stderr)
         return 2
     try:
         args, child = prepare(dict(os.environ))
-    except Fatal as e:
+    except (Fatal, db_schema.SchemaError) as e:
         print(f"{PREFIX} error: {redact(' '.join(str(e).split()))}", file=sys.stderr, flush=True)
         return 2
     except Exception as e:  # an unexpected failure still gets one line, never a secret

@@ -33,6 +33,7 @@ import pytest
 
 from components.service import SPOOL_PATH
 from tests.container import dockerfile
+from tests.support.dbadmin import ADMIN_VARIABLES, MASTER_PASSWORD, drop_app_user, ensure_master
 from tests.support.peers import LOOPBACK, free_port
 from tests.support.server import health
 
@@ -173,6 +174,34 @@ def fargate_spool(image_tag: str, tmp: Path):
         docker("volume", "rm", "-f", name, check=False)
 
 
+def run_admin_container(image_tag: str, tmp: Path, env: dict[str, str], secrets: list[str]) -> float:
+    """`docker run <image> admin` as the ECS admin task runs it (components/container_definition.py,
+    admin_container_definition: read-only root, no capabilities, the image's user, its own spool
+    volume), configured by an --env-file (0600) with the master credentials; must exit 0 and print
+    no secret. Returns its run time in seconds."""
+    env_file = tmp / "admin.env"
+    fd = os.open(env_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write("".join(f"{k}={v}\n" for k, v in env.items()))
+    name = f"mlflow-admin-test-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    (tmp / "admin").mkdir()
+    with fargate_spool(image_tag, tmp / "admin") as spool:
+        t0 = time.monotonic()
+        try:
+            p = docker("run", "--name", name, "--user", f"{UID}:{UID}", "--read-only", "-v", spool.arg,
+                       "--cap-drop", "ALL", "--security-opt", "no-new-privileges", "--network", "host",
+                       "--env-file", str(env_file), image_tag, "admin", timeout=600, check=False)
+        finally:
+            docker("rm", "-f", "-v", name, check=False)
+    elapsed = time.monotonic() - t0
+    out = p.stdout + p.stderr
+    assert p.returncode == 0, f"the admin step exited {p.returncode}:\n{out[-4000:]}"
+    assert "admin step: done" in p.stdout and p.stderr.strip() == "", out[-4000:]
+    for value in (*secrets, env.get("MLFLOW_DB_PASSWORD", ""), MASTER_PASSWORD):
+        assert not value or value not in out, "the admin step printed a secret"
+    return elapsed
+
+
 @dataclass
 class Running:
     name: str
@@ -223,8 +252,6 @@ def container(image, mariadb, s3):
     admin_password = f"ctadm{secrets.token_hex(12)}"
     flask_key = f"ctkey{secrets.token_hex(16)}"
     bucket = s3.create_bucket(f"ct-{tag}")
-    mariadb.create_database(db_name)
-    mariadb.create_user(user, db_password, [db_name, auth_name])
     port = free_port()
 
     tmp = Path(tempfile.mkdtemp(prefix="mlflow-container-"))
@@ -246,6 +273,12 @@ def container(image, mariadb, s3):
     running = None
     volumes = contextlib.ExitStack()
     try:
+        # as `pulumi up` does: the admin step (same image, command `admin`, master credentials) first
+        admin = run_admin_container(image.tag, tmp, {
+            **{k: v for k, v in env.items() if k.startswith("MLFLOW_DB_") or k == "MLFLOW_AUTH_DB_NAME"},
+            **dict(zip(ADMIN_VARIABLES, ensure_master(mariadb)))}, secrets=[db_password, admin_password, flask_key])
+        print(f"\n[container] admin step (docker run ... admin): {admin:.1f} s")
+        assert not set(ADMIN_VARIABLES) & set(env), "the server container must not get the master credentials"
         spool = volumes.enter_context(fargate_spool(image.tag, tmp))
         print(f"\n[container] spool: {spool.kind} {spool.source} at {SPOOL_PATH}")
         t0 = time.monotonic()
@@ -282,4 +315,4 @@ def container(image, mariadb, s3):
             with contextlib.suppress(Exception):
                 mariadb.drop_database(db)
         with contextlib.suppress(Exception):
-            mariadb.execute(f"DROP USER IF EXISTS '{user}'@'127.0.0.1'")
+            drop_app_user(mariadb, user)

@@ -31,6 +31,7 @@ from urllib.parse import quote
 import pytest
 
 from tests.server.conftest import ADMIN_PASSWORD, DB_PASSWORD, SECRET_KEY
+from tests.support.dbadmin import prepare_databases
 from tests.support.peers import LOOPBACK, free_port
 from tests.support.server import Server, database_env, run_entrypoint
 
@@ -52,14 +53,13 @@ def assert_no_secret(output: str) -> None:
 
 @pytest.fixture
 def late_database(database, tmp_path):
-    """A database server of the test's engine on a fixed port, with its tracking database and
-    user already in place (as a new Aurora cluster has its master user), but stopped: nothing
+    """A database server of the test's engine on a fixed port, prepared by the admin step (databases,
+    application user, schemas: `pulumi up` runs it before any server task), but stopped: nothing
     listens on its port until the test starts it."""
     peer = type(database)(port=free_port())
     try:
         peer.start()
-        peer.create_database("mlflow")
-        peer.create_user("mlflow_app", DB_PASSWORD, ["mlflow"], create_any=True)
+        prepare_databases(peer, "mlflow_app", DB_PASSWORD)
         peer.stop()
         yield peer
     finally:

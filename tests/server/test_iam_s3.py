@@ -41,6 +41,7 @@ from mlflow import MlflowClient
 
 from tests.server.conftest import ADMIN, ADMIN_PASSWORD, DB_PASSWORD, SECRET_KEY, unique
 from tests.support import iam
+from tests.support.dbadmin import drop_app_user, prepare_databases
 from tests.support.peers import S3Server
 from tests.support.server import Server, client_env, database_env
 
@@ -63,8 +64,7 @@ def role() -> iam.TaskRole:
 def task(role, mariadb):
     """moto with IAM enforced, the program's bucket, a session of the task role, the entrypoint."""
     name, auth_name, user = unique("t"), unique("a"), unique("u")[:30]
-    mariadb.create_database(name)
-    mariadb.create_user(user, DB_PASSWORD, [name], create_any=True)
+    prepare_databases(mariadb, user, DB_PASSWORD, name, auth_name)  # the admin step, as a deployment runs it
     try:
         with S3Server(enforce_iam=True) as s3:
             admin = s3.client(region=role.region)
@@ -83,6 +83,8 @@ def task(role, mariadb):
         for db in (name, auth_name):
             with contextlib.suppress(Exception):
                 mariadb.drop_database(db)
+        with contextlib.suppress(Exception):
+            drop_app_user(mariadb, user)
 
 
 def test_the_rendered_policy_allows_head_bucket(role):

@@ -8,6 +8,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.server.conftest import ADMIN, ADMIN_PASSWORD, DB_PASSWORD, SECRET_KEY
+from tests.support.dbadmin import prepare_databases
 from tests.support.server import client_env
 from tests.support.server import Server, database_env
 
@@ -18,8 +19,7 @@ def own_database(database):
     peer = type(database)()
     peer.start()
     try:
-        peer.create_database("mlflow")
-        peer.create_user("mlflow_app", DB_PASSWORD, ["mlflow"], create_any=True)
+        prepare_databases(peer, "mlflow_app", DB_PASSWORD)  # the admin step, as a deployment runs it
         yield peer
     finally:
         peer.close()

@@ -15,6 +15,10 @@
 
 A value of None in `env` removes that variable (e.g. MLFLOW_STATE_DIR=None to test the default).
 
+A server on a database server (MariaDB, PostgreSQL) refuses databases that the admin step has not
+prepared: run it first, as a deployment does (tests/support/dbadmin.py, `prepare_databases`), and
+give the server the application user only.
+
 The process is started in its own session with a clean environment: only PATH, LANG, HOME,
 MLFLOW_HOST=127.0.0.1, MLFLOW_STATE_DIR=<tmp>/state, MLFLOW_SPOOL_DIR=<tmp>/spool (the caller's
 `env` overrides any of these) and MLFLOW_PORT=<free port> (or `port`/env's). It

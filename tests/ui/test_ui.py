@@ -30,6 +30,7 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from tests.support.dbadmin import drop_app_user, prepare_databases
 from tests.support.peers import LOOPBACK, free_port
 from tests.support.server import Server, client_env, database_env
 
@@ -66,8 +67,7 @@ def basic_auth(user: str, password: str) -> str:
 def ui_server(mariadb):
     tag = uuid.uuid4().hex[:8]
     db_name, auth_name, user, password = f"ui_{tag}", f"ui_{tag}_auth", f"ui_{tag}", f"ui-db-{tag}"
-    mariadb.create_database(db_name)
-    mariadb.create_user(user, password, [db_name, auth_name])
+    prepare_databases(mariadb, user, password, db_name, auth_name)  # the admin step, as a deployment runs it
     port = free_port()
     artifacts = Path(tempfile.mkdtemp(prefix="mlflow-ui-artifacts-"))
     env = {**database_env(mariadb, user, password, db_name, auth_name),
@@ -85,6 +85,8 @@ def ui_server(mariadb):
         for db in (db_name, auth_name):
             with contextlib.suppress(Exception):
                 mariadb.drop_database(db)
+        with contextlib.suppress(Exception):
+            drop_app_user(mariadb, user)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,409 @@
+"""The database admin step: `python3 /app/entrypoint.py admin` (the ECS admin task's command).
+
+Run with the database master credentials (MLFLOW_DB_ADMIN_USER / MLFLOW_DB_ADMIN_PASSWORD, which
+ECS injects from RDS's master secret into the admin container only), before any server of a new
+image starts. In order, each step logged on stdout:
+ 1. wait for the database server (MLFLOW_DB_WAIT_SECONDS, the server's bounded wait, db_wait.py);
+ 2. as the master, create the tracking and auth databases (MLFLOW_DB_NAME, MLFLOW_AUTH_DB_NAME)
+    when missing;
+ 3. under the schema lock (db_schema.schema_lock: concurrent admin steps run one after the other):
+    create the application user (MLFLOW_DB_USER, default mlflow_app) when missing and leave it
+    exactly read/write on rows of those two databases:
+      MySQL/MariaDB: SELECT, INSERT, UPDATE, DELETE on `<db>`.* and `<auth db>`.* ('user'@'%';
+        `_` in a database name escaped, since GRANT reads it as a wildcard); any other privilege
+        (global, other schemas, tables) is removed: REVOKE ALL PRIVILEGES, GRANT OPTION, then the
+        grants again;
+      PostgreSQL: CONNECT on both databases; in each, USAGE on schema public, SELECT/INSERT/UPDATE/
+        DELETE on all tables, USAGE/SELECT/UPDATE on all sequences, and the same as default
+        privileges for what the master creates later (ALTER DEFAULT PRIVILEGES FOR ROLE <master>);
+        CREATEDB/CREATEROLE, CREATE on a database or on schema public (PUBLIC's, before
+        PostgreSQL 15) and any other table or sequence privilege are revoked;
+    set its password: from the application user's secret (MLFLOW_DB_APP_SECRET_ARN: JSON
+    {"username", "password"}; when the secret has no value yet, a generated password is stored
+    in it first) or, for local use, MLFLOW_DB_PASSWORD as given; it is set only when a login with
+    it fails, so a second run changes nothing;
+    create or upgrade the tracking and auth schemas to this image's heads (db_schema.py), refusing
+    a schema written by a newer MLflow, untouched.
+Exit 0 when done; otherwise exit 2 and ONE line on stderr, no secret (passwords travel as bound
+parameters and are redacted from every line).
+
+`ep` is the running entrypoint module: its settings parsing and URL building (TLS, db_tls.py), its
+bounded engines and the database wait, and its one-line error contract are used as they are.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import sys
+import warnings
+from dataclasses import dataclass
+
+import db_schema
+import db_wait
+
+DEFAULT_APP_USER = "mlflow_app"
+USER_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,31}")  # portable: MySQL 8 allows 32 characters
+ROW_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE")
+SEQUENCE_PRIVILEGES = ("USAGE", "SELECT", "UPDATE")
+# PutSecretValue's ClientRequestToken (32..64 characters) for the first, generated password: a second
+# admin step storing its own at the same moment is refused (the version exists with another value)
+# and uses the stored one (AWS Secrets Manager API Reference, PutSecretValue, ClientRequestToken)
+FIRST_VERSION_TOKEN = "mlflow-admin-step-generated-app-password-v1"
+SECRET_SOURCE = "the application user's secret (MLFLOW_DB_APP_SECRET_ARN)"
+
+
+@dataclass
+class Target:
+    kind: str            # mysql | postgresql
+    tracking: object     # SQLAlchemy URLs as the master, TLS and limits included
+    auth: object
+    master: str
+    user: str            # the application user
+    wait: int            # MLFLOW_DB_WAIT_SECONDS
+
+
+def main(ep, env: dict) -> int:
+    """The `admin` command: 0 when done, else 2 and one line on stderr."""
+    try:
+        run(ep, env)
+    except Exception as e:  # every failure is one line, never a secret
+        known = isinstance(e, (ep.Fatal, db_schema.SchemaError))
+        text = str(e) if known else f"unexpected {type(e).__name__}: {str(e)[:500]}"
+        print(f"{ep.PREFIX} error: {ep.redact(' '.join(text.split()))}", file=sys.stderr, flush=True)
+        return 2
+    return 0
+
+
+def run(ep, env: dict) -> None:
+    warnings.simplefilter("ignore")  # keep library warnings out of the one-line error contract
+    if not env.get("MLFLOW_DISABLE_TELEMETRY", "").strip():
+        os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # the migrations import MLflow here
+    t = target(ep, env)
+    info = ep.info
+    where = f"{t.tracking.host}:{t.tracking.port}"
+    info(f"admin step: {t.kind} server {where}, databases {t.tracking.database!r} and {t.auth.database!r}, "
+         f"application user {t.user!r}, as master user {t.master!r}")
+    ensure_database(ep, t.kind, t.tracking, t.wait)  # the one wait for a server that is not up yet
+    ensure_database(ep, t.kind, t.auth)
+    password, source = app_password(ep, env, t.user)
+    lock = ep._engine(t.tracking, work=True, isolation_level="AUTOCOMMIT")
+    with db_schema.schema_lock(lock, info):
+        if t.kind == "mysql":
+            mysql_user(ep, t, password)
+        else:
+            postgresql_user(ep, t, password)
+        ensure_password(ep, t, password, source)
+        tracking = db_schema.ensure_tracking_schema(ep._engine(t.tracking, work=True), info)
+        auth = db_schema.ensure_auth_schema(ep._engine(t.auth, work=True), info)
+    db_schema.record_schema_heads({"mlflow": db_schema.installed_mlflow_version(), "tracking": tracking,
+                                   "auth": auth})
+    info(f"admin step: done; servers of this image may start as user {t.user!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# settings
+# --------------------------------------------------------------------------------------------
+def target(ep, env: dict) -> Target:
+    """The master's URLs (built by the entrypoint's Settings, as the server's are) and the names."""
+    if env.get("MLFLOW_BACKEND_STORE_URI", "").strip():
+        raise ep.Fatal("the admin step is configured by MLFLOW_DB_ENGINE, MLFLOW_DB_HOST, MLFLOW_DB_PORT, "
+                       "MLFLOW_DB_NAME and MLFLOW_AUTH_DB_NAME, not MLFLOW_BACKEND_STORE_URI: unset it")
+    if not env.get("MLFLOW_DB_ENGINE", "").strip():
+        raise ep.Fatal("the admin step needs MLFLOW_DB_ENGINE (mysql or postgresql): it prepares a database "
+                       "server (embedded mode creates its own schema)")
+    master = env.get("MLFLOW_DB_ADMIN_USER", "").strip()
+    master_password = ep.secret(env.get("MLFLOW_DB_ADMIN_PASSWORD", ""))
+    missing = [n for n, v in (("MLFLOW_DB_ADMIN_USER", master), ("MLFLOW_DB_ADMIN_PASSWORD", master_password))
+               if not v]
+    if missing:
+        raise ep.Fatal(f"the admin step needs the database master credentials: {', '.join(missing)} not set")
+    user = env.get("MLFLOW_DB_USER", "").strip() or DEFAULT_APP_USER
+    if not USER_NAME.fullmatch(user):
+        raise ep.Fatal(f"MLFLOW_DB_USER={user!r} is not a plain user name (a letter or _, then letters, digits, _; "
+                       f"at most 32 characters)")
+    if user == master:
+        raise ep.Fatal(f"MLFLOW_DB_USER={user!r} is the master user: the application user must be another one")
+    s = ep.Settings({**env, "MLFLOW_DB_USER": master, "MLFLOW_DB_PASSWORD": master_password})
+    return Target(s.db["kind"], s.db["url"], s.db["auth_url"], master, user, s.db_wait)
+
+
+# --------------------------------------------------------------------------------------------
+# databases
+# --------------------------------------------------------------------------------------------
+def ensure_database(ep, kind: str, url, wait: int | None = None) -> None:
+    """Create url.database as the master when it is missing."""
+    problem = ep.probe(kind, url, wait)
+    where = f"{url.host}:{url.port}"
+    if problem is None:
+        ep.info(f"database {url.database!r} exists on {where}")
+        return
+    created = create_database(ep, kind, url)
+    ep.info(f"{'created database' if created else 'database'} {url.database!r} {'on' if created else 'exists on'} "
+            f"{where}{'' if created else ' (created by another admin step a moment ago)'}")
+    if ep.probe(kind, url):
+        raise ep.Fatal(f"database {url.database!r} on {where} exists but master user {url.username!r} may not use it")
+
+
+def create_database(ep, kind: str, url) -> bool:
+    """CREATE DATABASE; False when another process created it first."""
+    import sqlalchemy
+
+    name = url.database
+    try:
+        if kind == "mysql":
+            engine = ep._engine(url._replace(database=None))
+            with engine.connect() as conn:
+                conn.execute(sqlalchemy.text(f"CREATE DATABASE {quote(engine, name)}"))
+            return True
+        try:
+            conn = ep._engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT").connect()
+        except sqlalchemy.exc.SQLAlchemyError:
+            conn = ep._engine(url.set(database="template1"), isolation_level="AUTOCOMMIT").connect()
+        with conn:
+            if conn.execute(sqlalchemy.text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}).scalar():
+                return False
+            conn.execute(sqlalchemy.text(f"CREATE DATABASE {quote(conn, name)}"))
+        return True
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        text = driver_text(e)
+        if "exists" in text.lower():
+            return False
+        raise ep.Fatal(f"database {name!r} does not exist on {url.host}:{url.port} and master user "
+                       f"{url.username!r} may not create it ({text})") from None
+
+
+# --------------------------------------------------------------------------------------------
+# the application user
+# --------------------------------------------------------------------------------------------
+def mysql_user(ep, t: Target, password: str) -> None:
+    import sqlalchemy
+
+    sql = sqlalchemy.text
+    who = {"u": t.user, "h": "%"}
+    grantee = f"'{t.user}'@'%'"
+    engine = ep._engine(t.tracking._replace(database=None), isolation_level="AUTOCOMMIT")
+    schemas = [db_pattern(engine, u.database) for u in (t.tracking, t.auth)]
+    grants = [f"GRANT {', '.join(ROW_PRIVILEGES)} ON {s}.* TO :u@:h" for s in schemas]
+    with engine.connect() as conn:
+        exists = conn.execute(sql("SELECT 1 FROM mysql.user WHERE User = :u AND Host = :h"), who).first()
+        if not exists:
+            conn.execute(sql("CREATE USER IF NOT EXISTS :u@:h IDENTIFIED BY :p"), {**who, "p": password})
+            ep.info(f"created user {t.user!r} ({grantee})")
+        else:
+            ep.info(f"user {t.user!r} exists ({grantee})")
+        wanted = {(s.replace("`", ""), p) for s in schemas for p in ROW_PRIVILEGES}
+        held = {(r[0], r[1]) for r in conn.execute(sql(
+            "SELECT TABLE_SCHEMA, PRIVILEGE_TYPE FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = :g"),
+            {"g": grantee})}
+        extra = sorted({f"{p} ON {s}.*" for s, p in held - wanted})
+        extra += sorted({f"{r[0]} ON *.*" for r in conn.execute(sql(
+            "SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES WHERE GRANTEE = :g"), {"g": grantee})
+            if r[0] != "USAGE"})
+        extra += sorted({f"{r[2]} ON {r[0]}.{r[1]}" for r in conn.execute(sql(
+            "SELECT TABLE_SCHEMA, TABLE_NAME, PRIVILEGE_TYPE FROM information_schema.TABLE_PRIVILEGES "
+            "WHERE GRANTEE = :g"), {"g": grantee})})
+        granting = conn.execute(sql(
+            "SELECT COUNT(*) FROM information_schema.SCHEMA_PRIVILEGES WHERE GRANTEE = :g AND IS_GRANTABLE = 'YES'"),
+            {"g": grantee}).scalar()
+        if extra or granting:
+            # MySQL applies database privilege changes to a session at its next USE, so the
+            # moment between the two statements does not reach open connections
+            conn.execute(sql("REVOKE ALL PRIVILEGES, GRANT OPTION FROM :u@:h"), who)
+            ep.info(f"revoked every privilege of user {t.user!r} beyond rows of the two databases: "
+                    f"{', '.join(extra) or 'GRANT OPTION'}")
+        for grant in grants:
+            conn.execute(sql(grant), who)
+    ep.info(f"user {t.user!r} may {', '.join(ROW_PRIVILEGES)} rows in {t.tracking.database!r} and "
+            f"{t.auth.database!r}, nothing else")
+
+
+def postgresql_user(ep, t: Target, password: str) -> None:
+    import sqlalchemy
+
+    sql = sqlalchemy.text
+    admin = ep._engine(t.tracking, isolation_level="AUTOCOMMIT")
+    role, master = quote(admin, t.user), quote(admin, t.master)
+    revoked: list[str] = []
+    with admin.connect() as conn:
+        attrs = conn.execute(sql("SELECT rolsuper, rolcreatedb, rolcreaterole FROM pg_roles WHERE rolname = :u"),
+                             {"u": t.user}).first()
+        if attrs is None:
+            try:
+                conn.execute(sql(f"CREATE ROLE {role} LOGIN PASSWORD :p"), {"p": password})
+                ep.info(f"created user {t.user!r}")
+            except sqlalchemy.exc.ProgrammingError as e:
+                raise ep.Fatal(f"master user {t.master!r} may not create user {t.user!r} ({driver_text(e)})") from None
+        else:
+            ep.info(f"user {t.user!r} exists")
+            if attrs[0]:
+                raise ep.Fatal(f"user {t.user!r} is a superuser: the application user must not be (drop it, or "
+                               f"set MLFLOW_DB_USER to another name)")
+            if attrs[1] or attrs[2]:
+                conn.execute(sql(f"ALTER ROLE {role} NOCREATEDB NOCREATEROLE"))
+                revoked += [a for a, on in (("CREATEDB", attrs[1]), ("CREATEROLE", attrs[2])) if on]
+    for url in (t.tracking, t.auth):
+        database = quote(admin, url.database)
+        with ep._engine(url).begin() as conn:  # one transaction per database
+            q = {"u": t.user}
+            if conn.execute(sql("SELECT has_database_privilege(:u, current_database(), 'CREATE')"), q).scalar():
+                conn.execute(sql(f"REVOKE CREATE ON DATABASE {database} FROM {role}"))
+                revoked.append(f"CREATE ON DATABASE {url.database}")
+            if conn.execute(sql("SELECT has_schema_privilege(:u, 'public', 'CREATE')"), q).scalar():
+                conn.execute(sql(f"REVOKE CREATE ON SCHEMA public FROM PUBLIC, {role}"))
+                revoked.append(f"CREATE ON SCHEMA public of {url.database} (also from PUBLIC)")
+            for kinds, allowed, objects in (("'r', 'p', 'v', 'm', 'f'", ROW_PRIVILEGES, "TABLES"),
+                                            ("'S'", SEQUENCE_PRIVILEGES, "SEQUENCES")):
+                held = {r[0] for r in conn.execute(sql(
+                    f"SELECT DISTINCT a.privilege_type FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a "
+                    f"WHERE c.relnamespace = 'public'::regnamespace AND c.relkind IN ({kinds}) "
+                    f"AND a.grantee = (SELECT oid FROM pg_roles WHERE rolname = :u)"), q)}
+                extra = sorted(held - set(allowed))
+                if extra:
+                    conn.execute(sql(f"REVOKE {', '.join(extra)} ON ALL {objects} IN SCHEMA public FROM {role}"))
+                    revoked.append(f"{', '.join(extra)} ON ALL {objects} of {url.database}")
+            for statement in (
+                    f"GRANT CONNECT ON DATABASE {database} TO {role}",
+                    f"GRANT USAGE ON SCHEMA public TO {role}",
+                    f"GRANT {', '.join(ROW_PRIVILEGES)} ON ALL TABLES IN SCHEMA public TO {role}",
+                    f"GRANT {', '.join(SEQUENCE_PRIVILEGES)} ON ALL SEQUENCES IN SCHEMA public TO {role}",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {master} IN SCHEMA public "
+                    f"GRANT {', '.join(ROW_PRIVILEGES)} ON TABLES TO {role}",
+                    f"ALTER DEFAULT PRIVILEGES FOR ROLE {master} IN SCHEMA public "
+                    f"GRANT {', '.join(SEQUENCE_PRIVILEGES)} ON SEQUENCES TO {role}"):
+                conn.execute(sql(statement))
+    if revoked:
+        ep.info(f"revoked from user {t.user!r}: {'; '.join(revoked)}")
+    ep.info(f"user {t.user!r} may {', '.join(ROW_PRIVILEGES)} rows (and use sequences) in {t.tracking.database!r} "
+            f"and {t.auth.database!r}, also in tables the master creates later; nothing else")
+
+
+def ensure_password(ep, t: Target, password: str, source: str) -> None:
+    """Set the application user's password to `password` unless a login with it already works."""
+    import sqlalchemy
+
+    app = t.tracking.set(username=t.user, password=password)
+    try:
+        with ep._engine(app).connect() as conn:
+            conn.execute(sqlalchemy.text("SELECT 1"))
+        ep.info(f"the password of user {t.user!r} matches {source}")
+        return
+    except sqlalchemy.exc.SQLAlchemyError as e:
+        category, line = db_wait.classify(t.kind, app, e)
+        if category != "login":
+            raise ep.Fatal(f"user {t.user!r} cannot connect to {t.tracking.database!r}: {line}") from None
+    if t.kind == "mysql":
+        engine = ep._engine(t.tracking._replace(database=None), isolation_level="AUTOCOMMIT")
+        statement, params = "ALTER USER :u@:h IDENTIFIED BY :p", {"u": t.user, "h": "%", "p": password}
+    else:
+        engine = ep._engine(t.tracking, isolation_level="AUTOCOMMIT")
+        statement, params = f"ALTER ROLE {quote(engine, t.user)} PASSWORD :p", {"p": password}
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text(statement), params)
+    ep.info(f"set the password of user {t.user!r} to {source}")
+
+
+# --------------------------------------------------------------------------------------------
+# the application user's password
+# --------------------------------------------------------------------------------------------
+def app_password(ep, env: dict, user: str) -> tuple[str, str]:
+    """(password, where it comes from): MLFLOW_DB_PASSWORD as given, or the app secret's."""
+    arn = env.get("MLFLOW_DB_APP_SECRET_ARN", "").strip()
+    given = env.get("MLFLOW_DB_PASSWORD", "")
+    if arn and given:
+        raise ep.Fatal("set MLFLOW_DB_APP_SECRET_ARN (the application user's secret) or MLFLOW_DB_PASSWORD "
+                       "(local use), not both")
+    if given:
+        return ep.secret(given), "MLFLOW_DB_PASSWORD"
+    if not arn:
+        raise ep.Fatal("the admin step needs MLFLOW_DB_APP_SECRET_ARN (the application user's Secrets Manager "
+                       "secret) or, for local use, MLFLOW_DB_PASSWORD (the application user's password)")
+    return secret_password(ep, env, arn, user), SECRET_SOURCE
+
+
+def secret_password(ep, env: dict, arn: str, user: str) -> str:
+    """The password in the secret; a generated one stored first when the secret has no value."""
+    import boto3
+    import botocore.exceptions
+    from botocore.config import Config
+
+    parts = arn.split(":")
+    region = env.get("AWS_REGION", "").strip() or (parts[3] if len(parts) > 3 and parts[3] else None)
+    # endpoint: AWS_ENDPOINT_URL_SECRETS_MANAGER / AWS_ENDPOINT_URL when set (botocore reads them)
+    client = boto3.client("secretsmanager", region_name=region,
+                          config=Config(connect_timeout=5, read_timeout=10, retries={"max_attempts": 3,
+                                                                                     "mode": "standard"}))
+    name = f"MLFLOW_DB_APP_SECRET_ARN={arn}"
+
+    def failed(e: Exception, action: str) -> Exception:
+        if isinstance(e, botocore.exceptions.ClientError):
+            code = e.response.get("Error", {}).get("Code", "")
+            if code == "ResourceNotFoundException":
+                return ep.Fatal(f"the application user's secret {name} does not exist (or is in another region)")
+            if code in ("AccessDeniedException", "AccessDenied"):
+                return ep.Fatal(f"the admin task may not {action} the application user's secret {name} (its task "
+                                f"role needs secretsmanager:GetSecretValue and PutSecretValue on it)")
+            return ep.Fatal(f"{action} of the application user's secret {name} failed: {code}")
+        if isinstance(e, botocore.exceptions.NoCredentialsError):
+            return ep.Fatal(f"no AWS credentials found to read the application user's secret ({name})")
+        return ep.Fatal(f"cannot reach Secrets Manager for the application user's secret {name}: {type(e).__name__}")
+
+    def current() -> str | None:
+        try:
+            value = client.get_secret_value(SecretId=arn)
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") == "ResourceNotFoundException":
+                return None  # no such secret, or no value yet: PutSecretValue tells which
+            raise failed(e, "GetSecretValue") from None
+        except botocore.exceptions.BotoCoreError as e:
+            raise failed(e, "GetSecretValue") from None
+        return value.get("SecretString")
+
+    text = current()
+    if text is None:
+        generated = ep.secret(secrets.token_urlsafe(32))
+        try:
+            client.put_secret_value(SecretId=arn, ClientRequestToken=FIRST_VERSION_TOKEN,
+                                    SecretString=json.dumps({"username": user, "password": generated}))
+            ep.info(f"stored a generated password for user {user!r} in the application user's secret")
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") != "ResourceExistsException":
+                raise failed(e, "PutSecretValue") from None
+            ep.info("another admin step stored the application user's password a moment ago: using it")
+        except botocore.exceptions.BotoCoreError as e:
+            raise failed(e, "PutSecretValue") from None
+        text = current()
+        if text is None:
+            raise ep.Fatal(f"the application user's secret {name} has no value after PutSecretValue")
+    else:
+        ep.info("the application user's password: from its secret")
+    try:
+        value = json.loads(text)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict) or not isinstance(value.get("password"), str) or not value["password"]:
+        raise ep.Fatal(f"the application user's secret {name} is not JSON with a non-empty \"password\"")
+    if value.get("username") not in (None, user):
+        raise ep.Fatal(f"the application user's secret {name} is for user {value['username']!r}, not "
+                       f"MLFLOW_DB_USER={user!r}")
+    return ep.secret(value["password"])
+
+
+# --------------------------------------------------------------------------------------------
+# quoting
+# --------------------------------------------------------------------------------------------
+def quote(bind, name: str) -> str:
+    """An identifier, always quoted by the dialect (backticks / double quotes, doubled inside)."""
+    return bind.dialect.identifier_preparer.quote_identifier(name)
+
+
+def db_pattern(bind, name: str) -> str:
+    """A MySQL database name for GRANT ... ON <name>.*: quoted, with the wildcards _ and % escaped."""
+    return quote(bind, name.replace("\\", "\\\\").replace("_", "\\_").replace("%", "\\%"))
+
+
+def driver_text(e: Exception) -> str:
+    """The driver's message only (SQLAlchemy's adds the statement and its parameters)."""
+    return " ".join(str(getattr(e, "orig", None) or e).split())[:300]
