@@ -25,7 +25,7 @@ import pulumi.runtime.config as _runtime_config
 from components.database import ENGINES
 from components.service import FARGATE_MEMORY, LOG_RETENTION_DAYS
 from config_parsers import (  # noqa: F401 (NAMESPACE, SettingsError and the patterns are this module's API)
-    CERT_ARN_RE, HOSTED_ZONE_RE, HOSTNAME_RE, IMAGE_REF_RE, KMS_ARN_RE, NAMESPACE, SettingsError, _acu, _bool,
+    CERT_ARN_RE, DB_SNAPSHOT_RE, HOSTED_ZONE_RE, HOSTNAME_RE, IMAGE_REF_RE, KMS_ARN_RE, NAMESPACE, SettingsError, _acu, _bool,
     _choice, _cidrs, _engine_version, _fail, _int_in, _int_one_of, _kms_key_arn, _name, _optional, _vpc_cidr)
 from config_rules import (  # noqa: F401 (used by program.py through this module)
     EngineLine, _check, check_certificate_region, check_zero_acu, engine_line)
@@ -90,6 +90,12 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("deletionProtection", "deletion_protection", _bool, FOLLOWS_PROTECT,
           "RDS deletion protection on the cluster and ALB deletion protection"),
     _Spec("finalSnapshot", "final_snapshot", _bool, FOLLOWS_PROTECT, "take a final snapshot when the cluster is deleted"),
+    _Spec("dbRestoreSnapshot", "db_restore_snapshot",
+          _optional(DB_SNAPSHOT_RE, "empty or a DB cluster snapshot identifier (a letter, then letters, digits and "
+                                    "single hyphens, at most 255; rds:<name> for an automated one) or its ARN "
+                                    "(arn:aws:rds:<region>:<account>:cluster-snapshot:<identifier>)"),
+          None, "create the database cluster from this cluster snapshot; setting or changing it replaces the "
+                "cluster, and protectData keeps the old one (docs/upgrading.md \"Restore\")"),
     _Spec("bucketForceDestroy", "bucket_force_destroy", _bool, OPPOSITE_OF_PROTECT,
           "let `pulumi destroy` delete a bucket that still holds artifacts"),
     _Spec("bucketVersioning", "bucket_versioning", _bool, True, "S3 versioning on the artifact bucket"),
@@ -172,6 +178,7 @@ class Settings:
     db_backup_retention_days: int
     deletion_protection: bool
     final_snapshot: bool
+    db_restore_snapshot: Optional[str]
     bucket_force_destroy: bool
     bucket_versioning: bool
     noncurrent_version_days: int

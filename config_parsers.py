@@ -34,6 +34,11 @@ IMAGE_REF_RE = DIGEST_REF_RE
 
 CERT_ARN_RE = re.compile(r"^arn:aws[a-z\-]*:acm:(?P<region>[a-z0-9\-]+):\d{12}:certificate/[A-Za-z0-9\-]+$")
 HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)([a-z0-9]([a-z0-9\-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+DB_SNAPSHOT_RE = re.compile(r"^(arn:aws[a-z\-]*:rds:[a-z0-9\-]+:\d{12}:cluster-snapshot:)?(rds:)?"
+                            r"(?=.{1,255}$)[A-Za-z](?!.*--)[A-Za-z0-9\-]*(?<!-)$")
+"""A DB cluster snapshot: its identifier (a letter, then letters, digits and single hyphens, no trailing
+hyphen, at most 255; ``rds:`` before an automated snapshot's) or its ARN (RDS API Reference,
+CreateDBClusterSnapshot and RestoreDBClusterFromSnapshot ``SnapshotIdentifier``)."""
 KMS_ARN_RE = re.compile(r"^arn:aws[a-z\-]*:kms:[a-z0-9\-]+:\d{12}:(key|alias)/[A-Za-z0-9/_\-]+$")
 """Key or alias ARN: the shape the parser recognises; only key ARNs are accepted (see _kms_key_arn)."""
 HOSTED_ZONE_RE = re.compile(r"^Z[0-9A-Z]{4,31}$")

@@ -44,7 +44,7 @@ def server_args(settings: config.Settings, zones: list[str], region: str, accoun
         db_parameter_group_family=engine.parameter_group_family, db_min_acu=s.db_min_acu,
         db_max_acu=s.db_max_acu, db_auto_pause_seconds=s.db_auto_pause_seconds, db_reader=s.db_reader,
         db_backup_retention_days=s.db_backup_retention_days, deletion_protection=s.deletion_protection,
-        final_snapshot=s.final_snapshot,
+        final_snapshot=s.final_snapshot, db_restore_snapshot=s.db_restore_snapshot,
         bucket_force_destroy=s.bucket_force_destroy, bucket_versioning=s.bucket_versioning,
         noncurrent_version_days=s.noncurrent_version_days, bucket_kms_key_arn=s.bucket_kms_key_arn,
         image_ref=s.image_ref, image_context=IMAGE_CONTEXT,

@@ -55,8 +55,13 @@ class AdminStep:
 
 
 def build_admin_step(name: str, args: "ServiceArgs", *, parent: pulumi.Resource, cluster_arn: pulumi.Input[str],
-                     log_group: aws.cloudwatch.LogGroup, tags: dict[str, str]) -> AdminStep:
-    """Create the admin step's resources as children of ``parent``, named ``<name>-dbadmin-...``."""
+                     log_group: aws.cloudwatch.LogGroup, tags: dict[str, str],
+                     server_task_definition_arn: pulumi.Input[str]) -> AdminStep:
+    """Create the admin step's resources as children of ``parent``, named ``<name>-dbadmin-...``.
+
+    The run also gets the DB cluster identifier (snapshotted before an upgrade) and the server's
+    task definition ARN (started by the run after an upgrade: the service depends on the run, the
+    task definition does not, so there is no cycle)."""
     child = pulumi.ResourceOptions(parent=parent)
     roles = admin_roles(name, parent=parent, account_id=args.account_id, log_group_arn=log_group.arn,
                         master_secret_arn=args.db_master_secret_arn, app_secret_arn=args.db_app_secret_arn,
@@ -81,7 +86,8 @@ def build_admin_step(name: str, args: "ServiceArgs", *, parent: pulumi.Resource,
         f"{name}-dbadmin-run", region=args.region, cluster=cluster_arn, task_definition=task.arn,
         subnets=args.private_subnet_ids, security_groups=[args.service_security_group_id],
         container_name=ADMIN_CONTAINER_NAME, log_group=log_group.name, log_stream_prefix=ADMIN_LOG_PREFIX,
-        timeout_seconds=args.admin_timeout_seconds,
+        timeout_seconds=args.admin_timeout_seconds, db_cluster=args.db_cluster_identifier,
+        server_task_definition=server_task_definition_arn,
         # a writer that accepts connections, and the roles' policies in place before ECS assumes them
         opts=pulumi.ResourceOptions(parent=parent, depends_on=[*args.depends_on, *roles.policies]))
     return AdminStep(task, run)

@@ -15,9 +15,15 @@ of the container's CloudWatch log stream (``<prefix>/<container>/<task id>``). A
 at the timeout is left alone (a migration cut in the middle is worse than one left to finish); the
 error names it.
 
-When it runs: on create, and again whenever the admin task definition's ARN changes (a new
-revision: a new image digest or new admin settings); other input changes are recorded without a
-run. Delete does nothing. The ECS service depends on this resource, so no server task of a new
+Upgrades (:mod:`components.upgrade`): the step exits 3, changing nothing, when an existing schema
+is below the image's heads. Only then does the resource stop the cluster's services, take a
+cluster snapshot, run the task again with the command ``admin --upgrade`` and start the new server
+task definition (input ``server_task_definition``) with the count the services had. Exit 0 (heads
+equal, or a fresh database) stops nothing.
+
+When it runs: on create, and again whenever the admin task definition's ARN, the ECS cluster or
+the DB cluster (``db_cluster``, its identifier: a restore replaces it) changes; other input changes
+are recorded without a run. Delete does nothing. The ECS service depends on this resource, so no server task of a new
 image starts before its schemas are in place; and because it is a task of its own, it also runs
 with the service scaled to zero (upgrades with every writer stopped). Chosen over an init
 container in the server's task: that would run the step once per task start (N tasks = N
@@ -27,7 +33,8 @@ the same network configuration.
 
 Permissions of whoever runs ``pulumi up`` (besides what the AWS provider needs): ``ecs:RunTask``
 on the admin task definition, ``ecs:DescribeTasks`` on the cluster's tasks, ``iam:PassRole`` on the
-admin task's execution role and task role, ``logs:GetLogEvents`` on the service's log group.
+admin task's execution role and task role, ``logs:GetLogEvents`` on the service's log group; for
+an upgrade also those listed in :mod:`components.upgrade` (docs/upgrading.md).
 Credentials: boto3's default chain of the process running ``pulumi`` (as for
 :mod:`components.ecr_copy`). The provider is pickled by reference: keep this module importable as
 ``components.admin_task`` with no side effects on import, and keep the class names.
@@ -37,6 +44,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 import boto3
@@ -44,6 +52,8 @@ import pulumi
 import pulumi.dynamic as dyn
 from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
+
+from components.upgrade import UPGRADE_COMMAND, UPGRADE_EXIT, Clients, UpgradeError, upgrade
 
 DEFAULT_TIMEOUT_SECONDS = 20 * 60
 """How long ``pulumi up`` waits for the admin task: image pull (about 5 min, as for the server), the
@@ -58,14 +68,16 @@ LOG_ATTEMPTS = 3
 """GetLogEvents attempts while a stream that should exist is missing or empty (ingestion lag)."""
 UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 """What the engine passes for a value not known yet (``pulumi.runtime.rpc.UNKNOWN``)."""
-RERUN_ON = ("task_definition", "cluster")
+RERUN_ON = ("task_definition", "cluster", "db_cluster")
 """Inputs whose change runs the step again."""
-RECORDED = ("region", "subnets", "security_groups", "container_name", "log_group", "log_stream_prefix",
+RECORDED = ("server_task_definition", "region", "subnets", "security_groups", "container_name", "log_group", "log_stream_prefix",
             "timeout_seconds")
 """Inputs whose change is recorded without a run (the engine's ``__provider`` blob is neither)."""
 
-Clients = Callable[[str], tuple[Any, Any]]
-"""Region -> (``ecs`` client, ``logs`` client): boto3's, or stand-ins in tests."""
+ClientsFor = Callable[[str], Any]
+"""Region -> :class:`components.upgrade.Clients` (or an ``(ecs, logs)`` pair): boto3's, or stand-ins."""
+OUTPUTS = ("task_arn", "exit_code", "stopped_at", "check_exit_code", "upgrade")
+"""What a run records (kept by an update that does not run the step)."""
 
 
 class AdminStepError(Exception):
@@ -73,11 +85,12 @@ class AdminStepError(Exception):
     last log lines follow on further lines."""
 
 
-def boto_clients(region: str) -> tuple[Any, Any]:
-    """boto3's ECS and CloudWatch Logs clients for ``region``, bounded timeouts, standard retries."""
+def boto_clients(region: str) -> Clients:
+    """boto3's ECS, CloudWatch Logs, RDS and Application Auto Scaling clients for ``region``, bounded
+    timeouts, standard retries."""
     config = Config(connect_timeout=20, read_timeout=60, retries={"max_attempts": 5, "mode": "standard"})
-    return (boto3.client("ecs", region_name=region, config=config),
-            boto3.client("logs", region_name=region, config=config))
+    return Clients(*(boto3.client(name, region_name=region, config=config)
+                     for name in ("ecs", "logs", "rds", "application-autoscaling")))
 
 
 def _one_line(text: Any) -> str:
@@ -93,20 +106,25 @@ def _client_error(err: Exception) -> str:
 
 
 def run_admin_task(ecs: Any, logs: Any, props: dict[str, Any], *, clock: Callable[[], float] = time.monotonic,
-                   sleep: Callable[[float], None] = time.sleep) -> dict[str, Any]:
-    """Start the admin task, wait until it stopped, require exit code 0.
+                   sleep: Callable[[float], None] = time.sleep, command: Optional[list[str]] = None,
+                   ok_codes: tuple[int, ...] = (0,)) -> dict[str, Any]:
+    """Start the admin task (``command`` overrides the container's), wait until it stopped, require an
+    exit code in ``ok_codes``.
 
     :returns: ``{"task_arn", "exit_code", "stopped_at"}``.
     :raises AdminStepError: ECS refused or could not place the task, the task did not stop within
         ``timeout_seconds``, or the admin container exited non-zero or never started.
     """
+    extra = {}
+    if command is not None:
+        extra["overrides"] = {"containerOverrides": [{"name": props["container_name"], "command": list(command)}]}
     try:
         started = ecs.run_task(
             cluster=props["cluster"], taskDefinition=props["task_definition"], launchType="FARGATE",
             platformVersion="LATEST", count=1, startedBy="pulumi-db-admin",
             networkConfiguration={"awsvpcConfiguration": {
                 "subnets": list(props["subnets"]), "securityGroups": list(props["security_groups"]),
-                "assignPublicIp": "DISABLED"}})
+                "assignPublicIp": "DISABLED"}}, **extra)
     except (ClientError, BotoCoreError) as err:
         raise AdminStepError(f"database admin step: ECS refused to start {props['task_definition']}: "
                              f"{_client_error(err)}") from None
@@ -129,8 +147,8 @@ def run_admin_task(ecs: Any, logs: Any, props: dict[str, Any], *, clock: Callabl
             f"the next `pulumi up` runs the step again{_log_tail(logs, props, task_id, sleep, attempts=1)}")
     container = next((c for c in task.get("containers", []) if c.get("name") == props["container_name"]), {})
     exit_code = container.get("exitCode")
-    if exit_code == 0:
-        return {"task_arn": task_arn, "exit_code": 0, "stopped_at": str(task.get("stoppedAt", ""))}
+    if exit_code in ok_codes:
+        return {"task_arn": task_arn, "exit_code": exit_code, "stopped_at": str(task.get("stoppedAt", ""))}
     stopped = f"{task.get('stopCode', '?')}: {_one_line(task.get('stoppedReason', ''))}"
     if exit_code is None:
         why = (f"task {task_id} stopped with no exit code of container {props['container_name']!r} (it never "
@@ -188,6 +206,10 @@ def _log_tail(logs: Any, props: dict[str, Any], task_id: str, sleep: Callable[[f
 # --------------------------------------------------------------------------- the Pulumi resource
 
 
+def _utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
 def _known(value: Any) -> bool:
     return value is not None and value != UNKNOWN and not (isinstance(value, list) and UNKNOWN in value)
 
@@ -197,10 +219,11 @@ class DatabaseAdminRunProvider(dyn.ResourceProvider):
 
     serialize_as_secret_always = False
 
-    def __init__(self, clients: Optional[Clients] = None, clock: Optional[Callable[[], float]] = None,
-                 sleep: Optional[Callable[[float], None]] = None) -> None:
+    def __init__(self, clients: Optional[ClientsFor] = None, clock: Optional[Callable[[], float]] = None,
+                 sleep: Optional[Callable[[float], None]] = None,
+                 now: Optional[Callable[[], datetime]] = None) -> None:
         super().__init__()
-        self._clients, self._clock, self._sleep = clients, clock, sleep
+        self._clients, self._clock, self._sleep, self._now = clients, clock, sleep, now
 
     def check(self, _olds: dict[str, Any], news: dict[str, Any]) -> dyn.CheckResult:
         failures = []
@@ -212,7 +235,8 @@ class DatabaseAdminRunProvider(dyn.ResourceProvider):
         for key in ("subnets", "security_groups"):
             if _known(news.get(key)) and not news.get(key):
                 failures.append(dyn.CheckFailure(key, "at least one"))
-        for key in ("container_name", "log_group", "log_stream_prefix", "region"):
+        for key in ("container_name", "log_group", "log_stream_prefix", "region", "db_cluster",
+                    "server_task_definition"):
             if _known(news.get(key)) and not news.get(key):
                 failures.append(dyn.CheckFailure(key, "required"))
         return dyn.CheckResult(news, failures)
@@ -223,17 +247,27 @@ class DatabaseAdminRunProvider(dyn.ResourceProvider):
         return dyn.DiffResult(changes=bool(changed), replaces=replaces, delete_before_replace=False)
 
     def create(self, props: dict[str, Any]) -> dyn.CreateResult:
-        ecs, logs = (self._clients or boto_clients)(props["region"])
+        """Run the step; on exit 3 (an upgrade), the upgrade path of :mod:`components.upgrade`."""
+        clients = (self._clients or boto_clients)(props["region"])
+        if isinstance(clients, tuple):
+            clients = Clients(*clients)
+        clock, sleep = self._clock or time.monotonic, self._sleep or time.sleep
         try:
-            result = run_admin_task(ecs, logs, props, clock=self._clock or time.monotonic,
-                                    sleep=self._sleep or time.sleep)
-        except AdminStepError as err:
-            raise AdminStepError(str(err)) from None  # the engine shows the traceback: keep it to the message
-        return dyn.CreateResult(result["task_arn"], {**props, **result})
+            result = run_admin_task(clients.ecs, clients.logs, props, clock=clock, sleep=sleep,
+                                    ok_codes=(0, UPGRADE_EXIT))
+            outs = {**result, "check_exit_code": result["exit_code"], "upgrade": None}
+            if result["exit_code"] == UPGRADE_EXIT:
+                done = upgrade(clients, props, now=(self._now or _utcnow)(), clock=clock, sleep=sleep,
+                               migrate=lambda: run_admin_task(clients.ecs, clients.logs, props, clock=clock,
+                                                              sleep=sleep, command=UPGRADE_COMMAND))
+                outs.update(task_arn=done["migration_task_arn"], exit_code=0, upgrade=done)
+        except (AdminStepError, UpgradeError) as err:
+            raise type(err)(str(err)) from None  # the engine shows the traceback: keep it to the message
+        return dyn.CreateResult(outs["task_arn"], {**props, **outs})
 
     def update(self, _id: str, olds: dict[str, Any], news: dict[str, Any]) -> dyn.UpdateResult:
         """Inputs that do not run the step again (see :data:`RERUN_ON`): recorded as they are."""
-        return dyn.UpdateResult({**news, **{k: olds.get(k) for k in ("task_arn", "exit_code", "stopped_at")}})
+        return dyn.UpdateResult({**news, **{k: olds.get(k) for k in OUTPUTS}})
 
     def delete(self, _id: str, _props: dict[str, Any]) -> None:
         """Nothing to undo: the task has stopped; its log stream expires with the log group's retention."""
@@ -247,16 +281,22 @@ class DatabaseAdminRun(dyn.Resource, module="mlflowtracking", name="DatabaseAdmi
     """The ECS task that ran the step (also the resource's ID)."""
     exit_code: pulumi.Output[int]
     """Always 0 (a failed step fails the update)."""
+    check_exit_code: pulumi.Output[int]
+    """The first run's exit code: 0, or 3 when an upgrade followed."""
+    upgrade: pulumi.Output[Optional[dict]]
+    """``None``, or what the upgrade did: ``snapshot_identifier``, ``snapshot_arn``, ``stopped_tasks``,
+    ``migration_task_arn``, ``services`` (name, count, task definition started)."""
 
     def __init__(self, name: str, *, region: str, cluster: pulumi.Input[str], task_definition: pulumi.Input[str],
                  subnets: list[pulumi.Input[str]], security_groups: list[pulumi.Input[str]], container_name: str,
-                 log_group: pulumi.Input[str], log_stream_prefix: str,
-                 timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+                 log_group: pulumi.Input[str], log_stream_prefix: str, db_cluster: pulumi.Input[str],
+                 server_task_definition: pulumi.Input[str], timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
+                 opts: Optional[pulumi.ResourceOptions] = None) -> None:
         if not TIMEOUT_RANGE[0] <= timeout_seconds <= TIMEOUT_RANGE[1]:
             raise ValueError(f"timeout_seconds: {TIMEOUT_RANGE[0]} to {TIMEOUT_RANGE[1]}, got {timeout_seconds!r}")
         super().__init__(DatabaseAdminRunProvider(), name, {
             "region": region, "cluster": cluster, "task_definition": task_definition, "subnets": subnets,
             "security_groups": security_groups, "container_name": container_name, "log_group": log_group,
-            "log_stream_prefix": log_stream_prefix, "timeout_seconds": timeout_seconds,
-            "task_arn": None, "exit_code": None, "stopped_at": None,
+            "log_stream_prefix": log_stream_prefix, "timeout_seconds": timeout_seconds, "db_cluster": db_cluster,
+            "server_task_definition": server_task_definition, **{k: None for k in OUTPUTS},
         }, opts)

@@ -28,6 +28,20 @@ what this program changes on a running cluster (capacity, backups, windows, prot
 password, the parameter group) causes no outage, and the admin step needs the managed secret in the
 same ``pulumi up``.
 
+Restore (docs/upgrading.md "Restore"): :attr:`DatabaseArgs.restore_snapshot` creates the cluster
+from a DB cluster snapshot (``snapshot_identifier``, which replaces the cluster: terraform-provider-aws
+marks it ForceNew, and suppresses the diff when it is removed again, so clearing the setting later
+changes nothing). The provider's restore (``RestoreDBClusterFromSnapshot``) takes the subnet group,
+security group, parameter group, port, engine version and database name from here; the master user
+name comes from the snapshot (it cannot change on a restore: keep ``master_username``); the managed
+master password, backups, windows and capacity are applied by a ``ModifyDBCluster`` right after, so
+the restored cluster gets a new RDS-managed master secret. With ``protect`` the cluster and its
+instances are also ``retain_on_delete``: a replacement (a restore) leaves the old cluster and its
+instances in AWS, untouched, instead of deleting them; Pulumi decides that from the *state* of the
+old resource, so the option must be in the state before the restore (it is, from the first ``pulumi
+up`` with this version). The same option keeps an instance that a change replaces (a new zone)
+running in the cluster: delete it by hand.
+
 Windows (UTC): backups 02:00-03:00 daily, maintenance (minor upgrades, patches) Sunday
 03:30-04:30 on the cluster and every instance.
 """
@@ -96,6 +110,9 @@ class DatabaseArgs:
     """Tracking database created with the cluster."""
     master_username: str = "mlflow"
     """Master user (the admin step's; changing it replaces the cluster)."""
+    restore_snapshot: Optional[str] = None
+    """DB cluster snapshot (identifier, ``rds:<automated snapshot>`` or ARN) the cluster is created
+    from; setting or changing it replaces the cluster (see the module docstring)."""
     app_username: str = "mlflow_app"
     """Application user: reads and writes the tracking and auth databases, nothing else."""
     tags: dict[str, str] = field(default_factory=dict)
@@ -147,6 +164,8 @@ class Database(pulumi.ComponentResource):
     """``mysql`` or ``postgresql``."""
     cluster_arn: pulumi.Output[str]
     """ARN of the Aurora cluster."""
+    cluster_identifier: pulumi.Output[str]
+    """Identifier of the Aurora cluster (what RDS's snapshot API takes)."""
     security_group_id: pulumi.Output[str]
     """The database's security group."""
     ready: list[pulumi.Resource]
@@ -158,6 +177,8 @@ class Database(pulumi.ComponentResource):
         super().__init__("mlflowtracking:index:Database", name, None, opts)
         child = pulumi.ResourceOptions(parent=self)
         data = pulumi.ResourceOptions(parent=self, protect=args.protect)
+        # A replacement (a restore) must never delete the cluster or its instances (module docstring).
+        kept = pulumi.ResourceOptions(parent=self, protect=args.protect, retain_on_delete=args.protect)
         tags = dict(args.tags)
         engine_name, port = ENGINES[args.engine]
 
@@ -208,8 +229,9 @@ class Database(pulumi.ComponentResource):
             deletion_protection=args.deletion_protection,
             skip_final_snapshot=not args.final_snapshot,
             final_snapshot_identifier=final_snapshot_id,
+            snapshot_identifier=args.restore_snapshot,
             tags=tags,
-            opts=pulumi.ResourceOptions(parent=self, protect=args.protect, ignore_changes=["engineVersion"]),
+            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(ignore_changes=["engineVersion"])),
         )
 
         instances = [("writer", args.availability_zones[0], 0)]
@@ -229,7 +251,7 @@ class Database(pulumi.ComponentResource):
                 auto_minor_version_upgrade=True,
                 preferred_maintenance_window=MAINTENANCE_WINDOW,
                 tags=tags,
-                opts=data,
+                opts=kept,
             )
 
         # No version: the admin step writes the first one (see the module docstring).
@@ -252,6 +274,7 @@ class Database(pulumi.ComponentResource):
         self.app_secret_arn = app_secret.arn
         self.engine = args.engine
         self.cluster_arn = cluster.arn
+        self.cluster_identifier = cluster.cluster_identifier
         self.security_group_id = sg.id
         self.ready = [created["writer"]]
         self.register_outputs({

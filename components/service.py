@@ -133,6 +133,8 @@ class ServiceArgs:
     """The application user's secret (JSON ``username``, ``password``; written by the admin step)."""
     db_master_secret_arn: pulumi.Input[str]
     """RDS's master user secret (JSON ``username``, ``password``): the admin step's only."""
+    db_cluster_identifier: pulumi.Input[str]
+    """The Aurora cluster's identifier: the admin step snapshots it before an upgrade."""
     admin_timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS
     """How long ``pulumi up`` waits for the admin step's task to stop."""
     auth_db_name: str = "mlflow_auth"
@@ -320,7 +322,8 @@ class Service(pulumi.ComponentResource):
                                       "name": "containerInsights",
                                       "value": "enabled" if args.container_insights else "disabled"}],
                                   tags=tags, opts=child)
-        admin = build_admin_step(name, args, parent=self, cluster_arn=cluster.arn, log_group=log_group, tags=tags)
+        admin = build_admin_step(name, args, parent=self, cluster_arn=cluster.arn, log_group=log_group, tags=tags,
+                                 server_task_definition_arn=task.arn)
         autoscaling = args.max_tasks > args.min_tasks
         service = aws.ecs.Service(
             f"{name}-service",

@@ -60,6 +60,8 @@ class MlflowTrackingServerArgs:
     """RDS and ALB deletion protection."""
     final_snapshot: bool = True
     """Final snapshot when the cluster is deleted."""
+    db_restore_snapshot: Optional[str] = None
+    """DB cluster snapshot the cluster is created from (a restore: replaces the cluster, keeps the old)."""
     # --- artifacts -----------------------------------------------------------------------------
     bucket_force_destroy: bool = False
     """Let destroy empty the bucket."""
@@ -189,7 +191,8 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             parameter_group_family=args.db_parameter_group_family, min_acu=args.db_min_acu,
             max_acu=args.db_max_acu, auto_pause_seconds=args.db_auto_pause_seconds, reader=args.db_reader,
             backup_retention_days=args.db_backup_retention_days, deletion_protection=args.deletion_protection,
-            final_snapshot=args.final_snapshot, protect=args.protect_data, tags=tags), opts=child)
+            final_snapshot=args.final_snapshot, restore_snapshot=args.db_restore_snapshot, protect=args.protect_data,
+            tags=tags), opts=child)
         aws.vpc.SecurityGroupEgressRule(f"{name}-service-to-database", security_group_id=service_sg.id,
                                         ip_protocol="tcp", from_port=database.port, to_port=database.port,
                                         referenced_security_group_id=database.security_group_id,
@@ -221,6 +224,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             db_engine=args.db_engine, db_host=database.endpoint, db_port=database.port,
             db_name=database.database_name, db_user=database.app_username,
             db_app_secret_arn=database.app_secret_arn, db_master_secret_arn=database.master_secret_arn,
+            db_cluster_identifier=database.cluster_identifier,
             bucket_name=artifacts.bucket_name, bucket_arn=artifacts.bucket_arn, artifact_prefix=artifacts.prefix,
             bucket_kms_key_arn=args.bucket_kms_key_arn,
             admin_username=args.admin_username, auth_default_permission=args.auth_default_permission,

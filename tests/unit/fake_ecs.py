@@ -20,6 +20,15 @@ references, with a clock of its own (nothing in a test really waits).
   ``<prefix>/<container>/<task id>`` exists only once the container started. ``GetLogEvents``
   (*CloudWatch Logs API Reference*): ``ResourceNotFoundException`` "The specified log stream does not
   exist."; ``limit`` 1 to 10000; ``startFromHead=False`` returns the *last* events, oldest first.
+- Services (*Amazon ECS API Reference*): ``ListServices`` (``maxResults`` 1 to 100, ``nextToken``),
+  ``DescribeServices`` (1 to 10 services; unknown ones are ``failures`` with reason ``MISSING``),
+  ``UpdateService`` (``ServiceNotFoundException``, ``ServiceNotActiveException``; ``desiredCount`` >= 0;
+  a ``taskDefinition`` that is not registered: ``ClientException``), ``ListTasks`` (``serviceName``,
+  ``desiredStatus`` RUNNING | PENDING | STOPPED, ``maxResults`` 1 to 100, ``ServiceNotFoundException``).
+  The service scheduler keeps ``desiredCount`` tasks of the service's task definition: a task it stops
+  gets ``desiredStatus`` STOPPED at once and walks DEACTIVATING (load balancer draining) -> STOPPING
+  (SIGTERM, ``stopTimeout``) -> DEPROVISIONING -> STOPPED (ECS Developer Guide, "Amazon ECS task
+  lifecycle"); a new task definition replaces every task (a deployment).
 """
 
 from __future__ import annotations
@@ -75,6 +84,9 @@ class Outcome:
     """A RunTask ``failures`` entry instead of a task."""
 
 
+SERVICE_STOP = ("DEACTIVATING", "STOPPING", "DEPROVISIONING")
+
+
 @dataclass
 class Task:
     arn: str
@@ -84,6 +96,22 @@ class Task:
     started: float
     outcome: Outcome
     described: int = 0
+    service: Optional[str] = None
+    """The service that started it (its scheduler stops it)."""
+    stop_requested: Optional[float] = None
+    stop_durations: tuple[float, ...] = (30, 120, 10)
+    """Seconds in DEACTIVATING, STOPPING, DEPROVISIONING after the scheduler stopped it."""
+
+
+@dataclass
+class Service:
+    arn: str
+    name: str
+    cluster_arn: str
+    desired: int
+    definition: str
+    status: str = "ACTIVE"
+    stop_durations: tuple[float, ...] = (30, 120, 10)
 
 
 @dataclass
@@ -94,6 +122,9 @@ class FakeAws:
     outcomes: list[Outcome] = field(default_factory=list)
     tasks: dict[str, Task] = field(default_factory=dict)
     calls: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+    services: dict[str, Service] = field(default_factory=dict)  # arn -> service
+    reconcilers: list[Any] = field(default_factory=list)
+    """Called before each service-scheduler step (Application Auto Scaling's stand-in registers here)."""
     denied: set[str] = field(default_factory=set)
     """Operations the caller's IAM policy does not allow (``AccessDeniedException``)."""
     _ids: Any = field(default_factory=lambda: itertools.count(1))
@@ -108,6 +139,37 @@ class FakeAws:
         self.definitions[arn] = {"container": container, "network_mode": "awsvpc", "group": log_group,
                                  "prefix": prefix}
         return arn
+
+    def service(self, cluster_arn: str, name: str, definition: str, desired: int, **kw: Any) -> Service:
+        """A running service with ``desired`` RUNNING tasks of ``definition``."""
+        arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:service/{self.clusters[cluster_arn]}/{name}"
+        self.services[arn] = svc = Service(arn, name, cluster_arn, desired, definition, **kw)
+        self.reconcile()
+        return svc
+
+    def service_tasks(self, svc: Service, desired_running: Optional[bool] = None) -> list[Task]:
+        return [t for t in self.tasks.values() if t.service == svc.arn and
+                (desired_running is None or (t.stop_requested is None) == desired_running)]
+
+    def reconcile(self) -> None:
+        """The service scheduler: keep ``desired`` tasks of the service's task definition."""
+        for hook in self.reconcilers:
+            hook()
+        for svc in self.services.values():
+            live = self.service_tasks(svc, desired_running=True)
+            for task in live:
+                if task.definition != svc.definition:
+                    task.stop_requested = self.clock.time()
+            live = [t for t in live if t.stop_requested is None]
+            for task in live[svc.desired:]:
+                task.stop_requested = self.clock.time()
+            for _ in range(svc.desired - len(live)):
+                arn = f"arn:aws:ecs:{REGION}:{ACCOUNT}:task/{self.clusters[svc.cluster_arn]}/{next(self._ids):032x}"
+                d = self.definitions[svc.definition]
+                self.tasks[arn] = Task(arn, svc.cluster_arn, svc.definition, d["container"], self.clock.time(),
+                                       Outcome(missing_polls=0, stop_code="ServiceSchedulerInitiated",
+                                               stopped_reason="Scaling activity initiated by deployment"),
+                                       service=svc.arn, stop_durations=svc.stop_durations)
 
     def ecs(self) -> "FakeEcs":
         return FakeEcs(self)
@@ -127,6 +189,15 @@ class FakeAws:
     # -- the task's state at the current time
 
     def status(self, task: Task) -> str:
+        if task.service is not None:
+            if task.stop_requested is None:
+                return "RUNNING"
+            elapsed = self.clock.time() - task.stop_requested
+            for status, seconds in zip(SERVICE_STOP, task.stop_durations):
+                if elapsed < seconds:
+                    return status
+                elapsed -= seconds
+            return "STOPPED"
         elapsed = self.clock.time() - task.started
         ran = task.outcome.exit_code is not None
         for status, seconds in zip(LIFECYCLE, task.outcome.durations):
@@ -211,7 +282,7 @@ class FakeEcs:
                                 "launchType": "FARGATE", "createdAt": started, "containers": [container]}
         if self.aws.started_container(task):
             container["lastStatus"] = "RUNNING"
-        if status in ("DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED"):
+        if status in ("DEACTIVATING", "STOPPING", "DEPROVISIONING", "STOPPED") or task.stop_requested is not None:
             view.update(desiredStatus="STOPPED", stopCode=task.outcome.stop_code,
                         stoppedReason=task.outcome.stopped_reason)
             container["lastStatus"] = "STOPPED"
@@ -222,6 +293,102 @@ class FakeEcs:
         if status == "STOPPED":
             view["stoppedAt"] = EPOCH + timedelta(seconds=self.aws.clock.time())
         return view
+
+
+    # -- services
+
+    def _cluster(self, cluster: str, op: str) -> str:
+        arn = cluster if cluster in self.aws.clusters else next(
+            (a for a, n in self.aws.clusters.items() if n == cluster), None)
+        if arn is None:
+            raise _err("ClusterNotFoundException", "Cluster not found.", op)
+        return arn
+
+    def _service(self, cluster: str, service: str, op: str) -> Service:
+        arn = self._cluster(cluster, op)
+        found = [s for s in self.aws.services.values() if s.cluster_arn == arn and service in (s.arn, s.name)]
+        if not found:
+            raise _err("ServiceNotFoundException", "Service not found.", op)
+        return found[0]
+
+    @staticmethod
+    def _page(items: list[str], max_results: int, token: Optional[str], op: str) -> dict[str, Any]:
+        if not 1 <= max_results <= 100:
+            raise _err("InvalidParameterException", "maxResults: 1 to 100", op)
+        start = int(token) if token else 0
+        page: dict[str, Any] = {"items": items[start:start + max_results]}
+        if start + max_results < len(items):
+            page["nextToken"] = str(start + max_results)
+        return page
+
+    def list_services(self, *, cluster: str = "default", maxResults: int = 10, nextToken: Optional[str] = None,
+                      **_: Any) -> dict[str, Any]:
+        self.aws.call("ListServices", {"cluster": cluster}, "ecs")
+        arn = self._cluster(cluster, "ListServices")
+        page = self._page([s.arn for s in self.aws.services.values() if s.cluster_arn == arn and s.status == "ACTIVE"],
+                          maxResults, nextToken, "ListServices")
+        return {"serviceArns": page.pop("items"), **page}
+
+    def describe_services(self, *, cluster: str = "default", services: list[str], **_: Any) -> dict[str, Any]:
+        self.aws.call("DescribeServices", {"cluster": cluster, "services": list(services)}, "ecs")
+        arn = self._cluster(cluster, "DescribeServices")
+        if not 1 <= len(services) <= 10:
+            raise _err("InvalidParameterException", "services: 1 to 10", "DescribeServices")
+        self.aws.reconcile()
+        found, failures = [], []
+        for name in services:
+            svc = next((s for s in self.aws.services.values() if s.cluster_arn == arn and name in (s.arn, s.name)),
+                       None)
+            if svc is None:
+                failures.append({"arn": name, "reason": "MISSING"})
+                continue
+            tasks = self.aws.service_tasks(svc)
+            found.append({"serviceArn": svc.arn, "serviceName": svc.name, "clusterArn": arn, "status": svc.status,
+                          "desiredCount": svc.desired, "taskDefinition": svc.definition,
+                          "runningCount": sum(self.aws.status(t) == "RUNNING" for t in tasks),
+                          "pendingCount": 0, "launchType": "FARGATE"})
+        return {"services": found, "failures": failures}
+
+    def update_service(self, *, service: str, cluster: str = "default", desiredCount: Optional[int] = None,
+                       taskDefinition: Optional[str] = None, **rest: Any) -> dict[str, Any]:
+        req = {"cluster": cluster, "service": service, **rest}
+        if desiredCount is not None:
+            req["desiredCount"] = desiredCount
+        if taskDefinition is not None:
+            req["taskDefinition"] = taskDefinition
+        self.aws.call("UpdateService", req, "ecs")
+        svc = self._service(cluster, service, "UpdateService")
+        if svc.status != "ACTIVE":
+            raise _err("ServiceNotActiveException", "Service was not ACTIVE.", "UpdateService")
+        if desiredCount is not None and (isinstance(desiredCount, bool) or desiredCount < 0):
+            raise _err("InvalidParameterException", "desiredCount: at least 0", "UpdateService")
+        if taskDefinition is not None and taskDefinition not in self.aws.definitions:
+            raise _err("ClientException", "TaskDefinition not found.", "UpdateService")
+        if desiredCount is not None:
+            svc.desired = desiredCount
+        if taskDefinition is not None:
+            svc.definition = taskDefinition
+        self.aws.reconcile()
+        return {"service": {"serviceArn": svc.arn, "serviceName": svc.name, "desiredCount": svc.desired,
+                            "taskDefinition": svc.definition, "status": svc.status}}
+
+    def list_tasks(self, *, cluster: str = "default", serviceName: Optional[str] = None,
+                   desiredStatus: str = "RUNNING", maxResults: int = 100, nextToken: Optional[str] = None,
+                   **_: Any) -> dict[str, Any]:
+        self.aws.call("ListTasks", {"cluster": cluster, "serviceName": serviceName, "desiredStatus": desiredStatus},
+                      "ecs")
+        arn = self._cluster(cluster, "ListTasks")
+        if desiredStatus not in ("RUNNING", "PENDING", "STOPPED"):
+            raise _err("InvalidParameterException", "desiredStatus: RUNNING, PENDING or STOPPED", "ListTasks")
+        self.aws.reconcile()
+        tasks = [t for t in self.aws.tasks.values() if t.cluster_arn == arn]
+        if serviceName is not None:
+            svc = self._service(cluster, serviceName, "ListTasks")
+            tasks = [t for t in tasks if t.service == svc.arn]
+        wanted = desiredStatus == "STOPPED"
+        page = self._page([t.arn for t in tasks if (t.stop_requested is not None) == wanted],
+                          maxResults, nextToken, "ListTasks")
+        return {"taskArns": page.pop("items"), **page}
 
 
 class FakeLogs:

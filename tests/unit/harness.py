@@ -45,6 +45,7 @@ class Res:
     outputs: dict[str, Any] = field(default_factory=dict)
     parent: str = ""
     protect: bool = False
+    retain_on_delete: bool = False
     ignore_changes: tuple[str, ...] = ()
     custom: bool = True
     id: str = ""
@@ -184,6 +185,7 @@ class RecordingMonitor(MockMonitor):
                 urn=urn, type=request.type, name=request.name,
                 inputs=_unwrap(raw := pulumi.runtime.rpc.deserialize_properties(request.object)), raw_inputs=raw,
                 outputs=dict(state), parent=request.parent, protect=bool(request.protect),
+                retain_on_delete=bool(request.retainOnDelete),
                 ignore_changes=tuple(request.ignoreChanges), custom=bool(request.custom),
                 id=registration.id, dependencies=tuple(request.dependencies),
                 custom_timeouts={k: v for k in ("create", "update", "delete")

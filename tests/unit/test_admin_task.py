@@ -237,7 +237,7 @@ def test_boto3_clients_have_bounded_timeouts(monkeypatch):
 
     monkeypatch.setattr(admin_task.boto3, "client", fake_client)
     admin_task.boto_clients("eu-central-1")
-    assert sorted(s for s, *_ in seen) == ["ecs", "logs"]
+    assert sorted(s for s, *_ in seen) == ["application-autoscaling", "ecs", "logs", "rds"]
     assert all(r == "eu-central-1" and 0 < c <= 60 and 0 < t <= 120 for _, r, c, t in seen)
 
 

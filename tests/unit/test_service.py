@@ -23,7 +23,7 @@ BASE = dict(
     private_subnet_ids=["subnet-prv-a", "subnet-prv-b"], service_security_group_id=SERVICE_SG,
     region="eu-west-1", account_id="123456789012", image_ref=PROMOTED_REF, repository_arn=REPO_ARN,
     db_engine="mysql", db_host="db.cluster-abc.eu-west-1.rds.amazonaws.com", db_port=3306,
-    db_app_secret_arn=DB_SECRET, db_master_secret_arn=MASTER_SECRET, bucket_name="art-bucket", bucket_arn=BUCKET_ARN, allowed_cidrs=("10.0.0.0/8",),
+    db_app_secret_arn=DB_SECRET, db_master_secret_arn=MASTER_SECRET, db_cluster_identifier="mlflow-db-1a2b", bucket_name="art-bucket", bucket_arn=BUCKET_ARN, allowed_cidrs=("10.0.0.0/8",),
 )
 
 
