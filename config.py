@@ -23,6 +23,9 @@ from typing import Any, Optional
 import pulumi.runtime.config as _runtime_config
 
 from components.database import ENGINES
+from components.gc_schedule import DAYS_MAX as GC_DAYS_MAX
+from components.gc_schedule import DEFAULT_SCHEDULE as GC_DEFAULT_SCHEDULE
+from components.gc_schedule import check_schedule
 from components.service import FARGATE_MEMORY, LOG_RETENTION_DAYS
 from config_parsers import (  # noqa: F401 (NAMESPACE, SettingsError and the patterns are this module's API)
     CERT_ARN_RE, DB_SNAPSHOT_RE, HOSTED_ZONE_RE, HOSTNAME_RE, IMAGE_REF_RE, KMS_ARN_RE, NAMESPACE, SettingsError, _acu, _bool,
@@ -35,6 +38,24 @@ ENGINE_PORT = {engine: port for engine, (_, port) in ENGINES.items()}
 
 # --------------------------------------------------------------------------------------------
 # The settings
+def _gc_schedule(key: str, raw: Any) -> str:
+    """A recurring EventBridge Scheduler expression (components.gc_schedule.check_schedule)."""
+    try:
+        return check_schedule(str(raw))
+    except ValueError:
+        raise _fail(key, raw, f"a recurring EventBridge Scheduler expression in UTC: cron(minutes hours "
+                              f"day-of-month month day-of-week year) with ? in one day field, or rate(N hours|days) "
+                              f"of an hour or more (e.g. {GC_DEFAULT_SCHEDULE})") from None
+
+
+def _takeover(key: str, raw: Any) -> Optional[Takeover]:
+    """The dumps of an old MLflow to import (components.takeover.parse)."""
+    try:
+        return parse_takeover(raw)
+    except ValueError as e:
+        raise _fail(key, raw, str(e)) from None
+
+
 # --------------------------------------------------------------------------------------------
 
 class _Follows:
@@ -86,6 +107,11 @@ SPECS: tuple[_Spec, ...] = (
           "pauses only with none open); 0 = keep them"),
     _Spec("dbReader", "db_reader", _bool, False, "a reader instance in another AZ (failover target)"),
     _Spec("dbBackupRetentionDays", "db_backup_retention_days", _int_in(1, 35, "days"), 7,
+    _Spec("gcOlderThanDays", "gc_older_than_days", _int_in(0, GC_DAYS_MAX, "days (0 = off)"), 0,
+          "scheduled gc (docs/housekeeping.md): remove runs, with their artifacts, deleted more than this many "
+          "days ago; 0 = no gc task or schedule"),
+    _Spec("gcSchedule", "gc_schedule", _gc_schedule, GC_DEFAULT_SCHEDULE,
+          "when the gc task runs (EventBridge Scheduler expression, UTC; used only when gcOlderThanDays > 0)"),
           "automated backup retention"),
     _Spec("deletionProtection", "deletion_protection", _bool, FOLLOWS_PROTECT,
           "RDS deletion protection on the cluster and ALB deletion protection"),
@@ -180,6 +206,8 @@ class Settings:
     final_snapshot: bool
     db_restore_snapshot: Optional[str]
     bucket_force_destroy: bool
+    gc_older_than_days: int
+    gc_schedule: str
     bucket_versioning: bool
     noncurrent_version_days: int
     bucket_kms_key_arn: Optional[str]

@@ -40,6 +40,9 @@ from components.container_definition import (  # noqa: F401 (re-exported: the co
     CONTAINER_NAME, CONTAINER_PORT, HEALTHCHECK_COMMAND, SPOOL_PATH, SPOOL_VOLUME, STOP_TIMEOUT_SECONDS,
     container_definition)
 from components.load_balancer import DEREGISTRATION_DELAY_SECONDS, build_load_balancer  # noqa: F401
+from components.gc_schedule import DAYS_MAX as GC_DAYS_MAX
+from components.gc_schedule import DEFAULT_SCHEDULE as GC_DEFAULT_SCHEDULE
+from components.gc_schedule import build_gc_schedule, check_schedule
 from components.service_roles import server_roles
 
 HEALTH_CHECK_GRACE_SECONDS = 420
@@ -140,6 +143,10 @@ class ServiceArgs:
     auth_db_name: str = "mlflow_auth"
     """Database of the basic-auth user store (same server)."""
     # --- artifacts ---------------------------------------------------------------------------
+    gc_older_than_days: int = 0
+    """Scheduled gc of runs deleted more than this many days ago (:mod:`components.gc_schedule`); 0 = off."""
+    gc_schedule: str = GC_DEFAULT_SCHEDULE
+    """EventBridge Scheduler expression (UTC) of the gc task."""
     bucket_name: pulumi.Input[str]
     """Artifact bucket."""
     bucket_arn: pulumi.Input[str]
@@ -222,6 +229,9 @@ class ServiceArgs:
         if self.https and not self.domain_name:
             raise ValueError("domain_name: required with certificate_arn or hosted_zone_id (the name clients verify)")
 
+        if not 0 <= self.gc_older_than_days <= GC_DAYS_MAX:
+            raise ValueError(f"gc_older_than_days: 0 (off) to {GC_DAYS_MAX}, got {self.gc_older_than_days!r}")
+        check_schedule(self.gc_schedule)
 
 class Service(pulumi.ComponentResource):
     load_balancer_dns_name: pulumi.Output[str]
@@ -327,6 +337,8 @@ class Service(pulumi.ComponentResource):
         autoscaling = args.max_tasks > args.min_tasks
         service = aws.ecs.Service(
             f"{name}-service",
+        gc = build_gc_schedule(name, args, parent=self, cluster_arn=cluster.arn, log_group=log_group, prefix=prefix,
+                               tags=tags)  # None when gc_older_than_days is 0
             cluster=cluster.arn,
             task_definition=task.arn,
             launch_type="FARGATE",
@@ -385,6 +397,7 @@ class Service(pulumi.ComponentResource):
         self.task_role_arn = roles.task_role.arn
         self.execution_role_arn = roles.execution_role.arn
         self.register_outputs({
+        self.gc_task_definition_arn = gc.task_definition.arn if gc else None
             "loadBalancerDnsName": self.load_balancer_dns_name,
             "trackingUri": self.tracking_uri,
             "adminSecretArn": self.admin_secret_arn,

@@ -245,7 +245,8 @@ def _restore(c: Clients, cluster: str, ws: list[Writer]) -> str:
 def _recovery(cluster: str, ws: list[Writer]) -> str:
     lines = []
     for w in ws:
-        lines.append(f"  service {w.name}: was {w.desired} task(s) of {w.task_definition}")
+        lines.append(f"  service {w.name}: was {w.desired} task(s) of {w.task_definition}; after the restore: aws ecs "
+                     f"update-service --cluster {_cluster_name(cluster)} --service {w.name} --desired-count {w.desired}")
         if w.scaling is not None:
             state = ",".join(f"{k}={str(v).lower()}" for k, v in w.scaling.items())
             lines.append(f"  scaling suspended; resume: aws application-autoscaling register-scalable-target "

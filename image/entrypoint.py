@@ -5,6 +5,7 @@
     python3 entrypoint.py --healthcheck  # exit 0 iff GET http://127.0.0.1:$MLFLOW_PORT/health is 200
     python3 entrypoint.py --write-schema-heads  # image build: record MLflow's schema head revisions
     python3 entrypoint.py admin          # the database admin step, with the master credentials (admin_step.py)
+    python3 entrypoint.py gc             # remove runs deleted more than MLFLOW_GC_OLDER_THAN_DAYS ago (gc_step.py)
 
 Steps (each failure ends the process with exit code 2 and ONE line on stderr naming the problem;
 no secret is ever printed or put on a command line):
@@ -628,10 +629,14 @@ def main(argv: list[str]) -> int:
     if argv[1:] == ["admin"]:  # the database admin step (master credentials): admin_step.py
         import admin_step
 
+    if argv[1:] == ["gc"]:  # scheduled garbage collection of deleted runs, as the application user: gc_step.py
+        import gc_step
+
+        return gc_step.main(sys.modules[__name__], dict(os.environ))
         return admin_step.main(sys.modules[__name__], dict(os.environ))
     if len(argv) > 1:
         print(f"{PREFIX} error: unexpected arguments {argv[1:]!r}; this entrypoint is configured by environment "
-              f"only (see the README's container contract), or takes --healthcheck or admin", file=sys.stderr)
+              f"only (see the README's container contract), or takes --healthcheck, admin or gc", file=sys.stderr)
         return 2
     try:
         args, child = prepare(dict(os.environ))

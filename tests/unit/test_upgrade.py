@@ -154,6 +154,7 @@ def test_a_failed_migration_names_the_snapshot_and_starts_nothing():
     assert not [req for op, req in w.steps() if op == "UpdateService" and "taskDefinition" in req]
     assert w.service.desired == 0 and w.running() == []
     assert f"was 2 task(s) of {w.old}" in msg
+    assert f"aws ecs update-service --cluster {CLUSTER} --service {SERVICE} --desired-count 2" in msg
 
 
 @pytest.mark.parametrize("how", ["failed", "timeout"])
