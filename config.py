@@ -36,8 +36,6 @@ from config_rules import (  # noqa: F401 (used by program.py through this module
 ENGINE_PORT = {engine: port for engine, (_, port) in ENGINES.items()}
 
 
-# --------------------------------------------------------------------------------------------
-# The settings
 def _gc_schedule(key: str, raw: Any) -> str:
     """A recurring EventBridge Scheduler expression (components.gc_schedule.check_schedule)."""
     try:
@@ -48,14 +46,8 @@ def _gc_schedule(key: str, raw: Any) -> str:
                               f"of an hour or more (e.g. {GC_DEFAULT_SCHEDULE})") from None
 
 
-def _takeover(key: str, raw: Any) -> Optional[Takeover]:
-    """The dumps of an old MLflow to import (components.takeover.parse)."""
-    try:
-        return parse_takeover(raw)
-    except ValueError as e:
-        raise _fail(key, raw, str(e)) from None
-
-
+# --------------------------------------------------------------------------------------------
+# The settings
 # --------------------------------------------------------------------------------------------
 
 class _Follows:
@@ -105,13 +97,13 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("dbIdleReleaseSeconds", "db_idle_release_seconds", _int_in(0, 86400, "seconds (0 = never)"), 300,
           "idle time after which a server task closes its database connections (a 0-ACU database "
           "pauses only with none open); 0 = keep them"),
-    _Spec("dbReader", "db_reader", _bool, False, "a reader instance in another AZ (failover target)"),
-    _Spec("dbBackupRetentionDays", "db_backup_retention_days", _int_in(1, 35, "days"), 7,
     _Spec("gcOlderThanDays", "gc_older_than_days", _int_in(0, GC_DAYS_MAX, "days (0 = off)"), 0,
           "scheduled gc (docs/housekeeping.md): remove runs, with their artifacts, deleted more than this many "
           "days ago; 0 = no gc task or schedule"),
     _Spec("gcSchedule", "gc_schedule", _gc_schedule, GC_DEFAULT_SCHEDULE,
           "when the gc task runs (EventBridge Scheduler expression, UTC; used only when gcOlderThanDays > 0)"),
+    _Spec("dbReader", "db_reader", _bool, False, "a reader instance in another AZ (failover target)"),
+    _Spec("dbBackupRetentionDays", "db_backup_retention_days", _int_in(1, 35, "days"), 7,
           "automated backup retention"),
     _Spec("deletionProtection", "deletion_protection", _bool, FOLLOWS_PROTECT,
           "RDS deletion protection on the cluster and ALB deletion protection"),
@@ -200,14 +192,14 @@ class Settings:
     db_max_acu: float
     db_auto_pause_seconds: int
     db_idle_release_seconds: int
+    gc_older_than_days: int
+    gc_schedule: str
     db_reader: bool
     db_backup_retention_days: int
     deletion_protection: bool
     final_snapshot: bool
     db_restore_snapshot: Optional[str]
     bucket_force_destroy: bool
-    gc_older_than_days: int
-    gc_schedule: str
     bucket_versioning: bool
     noncurrent_version_days: int
     bucket_kms_key_arn: Optional[str]

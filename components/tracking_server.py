@@ -103,13 +103,13 @@ class MlflowTrackingServerArgs:
     """MLflow's GenAI job runner."""
     db_idle_release_seconds: int = 300
     """Idle time after which a task closes its database connections (0 = never)."""
-    log_retention_days: int = 30
-    """Container log retention."""
-    container_insights: bool = False
     gc_older_than_days: int = 0
     """Scheduled gc of runs deleted more than this many days ago (docs/housekeeping.md); 0 = off."""
     gc_schedule: str = "cron(0 3 * * ? *)"
     """EventBridge Scheduler expression (UTC) of the gc task."""
+    log_retention_days: int = 30
+    """Container log retention."""
+    container_insights: bool = False
     """ECS Container Insights."""
     admin_username: str = "admin"
     """MLflow admin user."""
@@ -223,10 +223,10 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             pool_size=pool.pool_size, max_overflow=pool.max_overflow,
             enable_job_execution=args.enable_job_execution, log_retention_days=args.log_retention_days,
             db_idle_release_seconds=args.db_idle_release_seconds,
+            gc_older_than_days=args.gc_older_than_days, gc_schedule=args.gc_schedule,
             desired_count=args.desired_count, min_tasks=args.min_tasks, max_tasks=args.max_tasks,
             cpu_target_percent=args.cpu_target_percent,
             db_engine=args.db_engine, db_host=database.endpoint, db_port=database.port,
-            gc_older_than_days=args.gc_older_than_days, gc_schedule=args.gc_schedule,
             db_name=database.database_name, db_user=database.app_username,
             db_app_secret_arn=database.app_secret_arn, db_master_secret_arn=database.master_secret_arn,
             db_cluster_identifier=database.cluster_identifier,

@@ -629,11 +629,11 @@ def main(argv: list[str]) -> int:
     if argv[1:] == ["admin"]:  # the database admin step (master credentials): admin_step.py
         import admin_step
 
+        return admin_step.main(sys.modules[__name__], dict(os.environ))
     if argv[1:] == ["gc"]:  # scheduled garbage collection of deleted runs, as the application user: gc_step.py
         import gc_step
 
         return gc_step.main(sys.modules[__name__], dict(os.environ))
-        return admin_step.main(sys.modules[__name__], dict(os.environ))
     if len(argv) > 1:
         print(f"{PREFIX} error: unexpected arguments {argv[1:]!r}; this entrypoint is configured by environment "
               f"only (see the README's container contract), or takes --healthcheck, admin or gc", file=sys.stderr)
