@@ -142,11 +142,11 @@ class ServiceArgs:
     """How long ``pulumi up`` waits for the admin step's task to stop."""
     auth_db_name: str = "mlflow_auth"
     """Database of the basic-auth user store (same server)."""
-    # --- artifacts ---------------------------------------------------------------------------
     gc_older_than_days: int = 0
     """Scheduled gc of runs deleted more than this many days ago (:mod:`components.gc_schedule`); 0 = off."""
     gc_schedule: str = GC_DEFAULT_SCHEDULE
     """EventBridge Scheduler expression (UTC) of the gc task."""
+    # --- artifacts ---------------------------------------------------------------------------
     bucket_name: pulumi.Input[str]
     """Artifact bucket."""
     bucket_arn: pulumi.Input[str]
@@ -226,12 +226,12 @@ class ServiceArgs:
         if not TIMEOUT_RANGE[0] <= self.admin_timeout_seconds <= TIMEOUT_RANGE[1]:
             raise ValueError(f"admin_timeout_seconds: {TIMEOUT_RANGE[0]} to {TIMEOUT_RANGE[1]}, "
                              f"got {self.admin_timeout_seconds!r}")
-        if self.https and not self.domain_name:
-            raise ValueError("domain_name: required with certificate_arn or hosted_zone_id (the name clients verify)")
-
         if not 0 <= self.gc_older_than_days <= GC_DAYS_MAX:
             raise ValueError(f"gc_older_than_days: 0 (off) to {GC_DAYS_MAX}, got {self.gc_older_than_days!r}")
         check_schedule(self.gc_schedule)
+        if self.https and not self.domain_name:
+            raise ValueError("domain_name: required with certificate_arn or hosted_zone_id (the name clients verify)")
+
 
 class Service(pulumi.ComponentResource):
     load_balancer_dns_name: pulumi.Output[str]
@@ -394,10 +394,10 @@ class Service(pulumi.ComponentResource):
         self.log_group_name = log_group.name
         self.alb_security_group_id = lb.security_group_id
         self.admin_task_definition_arn = admin.task_definition.arn
+        self.gc_task_definition_arn = gc.task_definition.arn if gc else None
         self.task_role_arn = roles.task_role.arn
         self.execution_role_arn = roles.execution_role.arn
         self.register_outputs({
-        self.gc_task_definition_arn = gc.task_definition.arn if gc else None
             "loadBalancerDnsName": self.load_balancer_dns_name,
             "trackingUri": self.tracking_uri,
             "adminSecretArn": self.admin_secret_arn,
