@@ -44,7 +44,7 @@ from urllib.parse import urlparse
 import db_wait
 
 DAYS_MAX = 36500
-MAX_SECONDS_DEFAULT = 3300  # under the hourly default of a schedule's flexible window
+MAX_SECONDS_DEFAULT = 3300  # under an hour: an hourly or daily schedule never overlaps itself
 MAX_SECONDS_RANGE = (60, 86400)
 HARD_STOP_GRACE = 120  # seconds after the budget before a call that hangs is interrupted
 

@@ -119,6 +119,7 @@ def test_gc_removes_old_deleted_runs_and_their_objects_only(world):
 
     result = _gc(w["env"])
     out = result.output
+    print(out)  # the per-run lines and the summary, shown by pytest -rA
     assert result.returncode == 1, out  # old_outside was left for the next time
     for name in ("old", "old2", "old_missing"):
         assert _rows(engine, runs[name]) == dict.fromkeys(TABLES, 0), name
@@ -160,6 +161,32 @@ def test_gc_with_a_shorter_age_takes_the_recent_one_too(world):
     assert _rows(world["engine"], world["runs"]["live"])["runs"] == 1
     p = world["prefix"]["live"]
     assert _keys(world["s3"], world["bucket"], p) == [p + "a.txt", p + "dir/b.txt"]
+
+
+def test_artifact_paths_gc_may_delete():
+    """Only a run's own folder below the destination: never the destination itself, nothing beside
+    it (an empty or `..` path would make S3's prefix delete everything under the destination)."""
+    import importlib.util
+    import sys
+
+    from tests.support.server import ENTRYPOINT
+
+    sys.path.insert(0, str(ENTRYPOINT.parent))
+    try:
+        spec = importlib.util.spec_from_file_location("gc_step_under_test", ENTRYPOINT.parent / "gc_step.py")
+        gc_step = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(gc_step)
+    finally:
+        sys.path.remove(str(ENTRYPOINT.parent))
+    dest = "s3://b/mlflow/artifacts"
+    assert gc_step.relative_path("mlflow-artifacts:/1/abc/artifacts", dest) == "1/abc/artifacts"
+    assert gc_step.relative_path("mlflow-artifacts://host:5000/1/abc/artifacts", dest) == "1/abc/artifacts"
+    assert gc_step.relative_path("s3://b/mlflow/artifacts/1/abc/artifacts", dest) == "1/abc/artifacts"
+    for bad in ("mlflow-artifacts:/", "mlflow-artifacts:", "mlflow-artifacts:/1/../..", "mlflow-artifacts:/./x",
+                "s3://b/mlflow/artifacts", "s3://b/mlflow/artifacts2/1/x", "s3://other/1/x", "file:///tmp/x",
+                "mlflow-artifacts:/1//x"):
+        with pytest.raises(ValueError):
+            gc_step.relative_path(bad, dest)
 
 
 @pytest.mark.parametrize("value, line", [
