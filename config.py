@@ -27,6 +27,8 @@ from components.gc_schedule import DAYS_MAX as GC_DAYS_MAX
 from components.gc_schedule import DEFAULT_SCHEDULE as GC_DEFAULT_SCHEDULE
 from components.gc_schedule import check_schedule
 from components.service import FARGATE_MEMORY, LOG_RETENTION_DAYS
+from components.takeover import Takeover
+from components.takeover import parse as parse_takeover
 from config_parsers import (  # noqa: F401 (NAMESPACE, SettingsError and the patterns are this module's API)
     CERT_ARN_RE, DB_SNAPSHOT_RE, HOSTED_ZONE_RE, HOSTNAME_RE, IMAGE_REF_RE, KMS_ARN_RE, NAMESPACE, SettingsError, _acu, _bool,
     _choice, _cidrs, _engine_version, _fail, _int_in, _int_one_of, _kms_key_arn, _name, _optional, _vpc_cidr)
@@ -44,6 +46,14 @@ def _gc_schedule(key: str, raw: Any) -> str:
         raise _fail(key, raw, f"a recurring EventBridge Scheduler expression in UTC: cron(minutes hours "
                               f"day-of-month month day-of-week year) with ? in one day field, or rate(N hours|days) "
                               f"of an hour or more (e.g. {GC_DEFAULT_SCHEDULE})") from None
+
+
+def _takeover(key: str, raw: Any) -> Optional[Takeover]:
+    """The dumps of an old MLflow to import (components.takeover.parse)."""
+    try:
+        return parse_takeover(raw)
+    except ValueError as e:
+        raise _fail(key, raw, str(e)) from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,6 +124,10 @@ SPECS: tuple[_Spec, ...] = (
                                     "(arn:aws:rds:<region>:<account>:cluster-snapshot:<identifier>)"),
           None, "create the database cluster from this cluster snapshot; setting or changing it replaces the "
                 "cluster, and protectData keeps the old one (docs/upgrading.md \"Restore\")"),
+    _Spec("takeover", "takeover", _takeover, None,
+          "take over an old MLflow (docs/takeover.md): {dump, authDump, artifactRoot}, dump files under "
+          "s3://<artifact bucket>/takeover/ that the admin step imports into the new, empty databases; unset it "
+          "after the takeover"),
     _Spec("bucketForceDestroy", "bucket_force_destroy", _bool, OPPOSITE_OF_PROTECT,
           "let `pulumi destroy` delete a bucket that still holds artifacts"),
     _Spec("bucketVersioning", "bucket_versioning", _bool, True, "S3 versioning on the artifact bucket"),
@@ -199,6 +213,7 @@ class Settings:
     deletion_protection: bool
     final_snapshot: bool
     db_restore_snapshot: Optional[str]
+    takeover: Optional[Takeover]
     bucket_force_destroy: bool
     bucket_versioning: bool
     noncurrent_version_days: int

@@ -55,7 +55,7 @@ def server_args(settings: config.Settings, zones: list[str], region: str, accoun
         max_tasks=s.max_tasks, cpu_target_percent=s.cpu_target_percent, server_workers=s.server_workers,
         enable_job_execution=s.enable_job_execution, log_retention_days=s.log_retention_days,
         db_idle_release_seconds=s.db_idle_release_seconds,
-        gc_older_than_days=s.gc_older_than_days, gc_schedule=s.gc_schedule,
+        gc_older_than_days=s.gc_older_than_days, gc_schedule=s.gc_schedule, takeover=s.takeover,
         container_insights=s.is_prod, admin_username=s.admin_username,
         auth_default_permission=s.auth_default_permission, auth_cache_ttl_seconds=s.auth_cache_ttl_seconds,
         alb_scheme=s.alb_scheme, allowed_cidrs=s.allowed_cidrs, certificate_arn=s.certificate_arn,

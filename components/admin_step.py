@@ -65,7 +65,9 @@ def build_admin_step(name: str, args: "ServiceArgs", *, parent: pulumi.Resource,
     child = pulumi.ResourceOptions(parent=parent)
     roles = admin_roles(name, parent=parent, account_id=args.account_id, log_group_arn=log_group.arn,
                         master_secret_arn=args.db_master_secret_arn, app_secret_arn=args.db_app_secret_arn,
-                        repository_arn=args.repository_arn, tags=tags)
+                        repository_arn=args.repository_arn, tags=tags,
+                        takeover_object_arns=args.takeover.object_arns(args.bucket_arn) if args.takeover else None,
+                        bucket_kms_key_arn=args.bucket_kms_key_arn)
     container = admin_container_definition(args, log_group_name=log_group.name)
     task = aws.ecs.TaskDefinition(
         f"{name}-dbadmin-task",

@@ -109,6 +109,8 @@ def admin_container_definition(args: "ServiceArgs", *, log_group_name: pulumi.In
         "MLFLOW_DB_PORT": str(args.db_port),
         "MLFLOW_DB_TLS_CA": DB_TLS_CA,
         "MLFLOW_DB_USER": args.db_user,
+        # a takeover (components/takeover.py, docs/takeover.md): the dumps the admin step imports
+        **(args.takeover.environment(args.bucket_name) if args.takeover else {}),
     }
     secrets = {
         "MLFLOW_DB_ADMIN_PASSWORD": pulumi.Output.concat(args.db_master_secret_arn, ":password::"),

@@ -44,6 +44,7 @@ from components.gc_schedule import DAYS_MAX as GC_DAYS_MAX
 from components.gc_schedule import DEFAULT_SCHEDULE as GC_DEFAULT_SCHEDULE
 from components.gc_schedule import build_gc_schedule, check_schedule
 from components.service_roles import server_roles
+from components.takeover import Takeover
 
 HEALTH_CHECK_GRACE_SECONDS = 420
 """How long ECS ignores a new task's failed load balancer health checks: the entrypoint's database
@@ -155,6 +156,8 @@ class ServiceArgs:
     """Key prefix of the artifacts; the task role is scoped to it."""
     bucket_kms_key_arn: Optional[str] = None
     """KMS key of the bucket (task role may use it), if any."""
+    takeover: Optional[Takeover] = None
+    """Dumps of an old MLflow under ``takeover/`` that the admin step imports (:mod:`components.takeover`)."""
     # --- auth --------------------------------------------------------------------------------
     admin_username: str = "admin"
     """MLflow admin user created on first start."""

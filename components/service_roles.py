@@ -117,7 +117,9 @@ def server_roles(name: str, *, parent: pulumi.Resource, account_id: str, log_gro
 
 def admin_roles(name: str, *, parent: pulumi.Resource, account_id: str, log_group_arn: pulumi.Input[str],
                 master_secret_arn: pulumi.Input[str], app_secret_arn: pulumi.Input[str],
-                repository_arn: Optional[pulumi.Input[str]], tags: dict[str, str]) -> Roles:
+                repository_arn: Optional[pulumi.Input[str]], tags: dict[str, str],
+                takeover_object_arns: Optional[list[pulumi.Input[str]]] = None,
+                bucket_kms_key_arn: Optional[str] = None) -> Roles:
     """The admin step's execution role and task role (``<name>-dbadmin-exec-role``,
     ``<name>-dbadmin-task-role``; a name prefix where the autoname would pass IAM's 64 characters)."""
     child = pulumi.ResourceOptions(parent=parent)
@@ -135,8 +137,12 @@ def admin_roles(name: str, *, parent: pulumi.Resource, account_id: str, log_grou
         f"{name}-dbadmin-task-role", assume_role_policy=assume,
         description="MLflow admin step: read and write the database application user's secret only", tags=tags,
         **fitted_name(f"{name}-dbadmin-task-role", 64, 38), opts=child)
+    task_statements = [statement(["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
+                                 [app_secret_arn], sid="ApplicationUserSecret")]
+    if takeover_object_arns:  # a takeover (components/takeover.py): read exactly the dump objects
+        task_statements.append(statement(["s3:GetObject"], takeover_object_arns, sid="TakeoverDumps"))
+        if bucket_kms_key_arn:
+            task_statements.append(statement(["kms:Decrypt"], [bucket_kms_key_arn], sid="TakeoverDumpsKey"))
     task_policy = aws.iam.RolePolicy(
-        f"{name}-dbadmin-task-policy", role=task_role.id, opts=child,
-        policy=_document([statement(["secretsmanager:GetSecretValue", "secretsmanager:PutSecretValue"],
-                                    [app_secret_arn], sid="ApplicationUserSecret")]))
+        f"{name}-dbadmin-task-policy", role=task_role.id, opts=child, policy=_document(task_statements))
     return Roles(execution_role, task_role, [exec_policy, task_policy])

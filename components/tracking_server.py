@@ -22,6 +22,7 @@ from components.database import DEFAULT_ENGINE_VERSION, Database, DatabaseArgs
 from components.naming import check_resource_name
 from components.network import Network, NetworkArgs
 from components.service import Service, ServiceArgs
+from components.takeover import Takeover
 from components.sizing import pool_sizing
 
 
@@ -71,6 +72,8 @@ class MlflowTrackingServerArgs:
     """Expiry of noncurrent versions."""
     bucket_kms_key_arn: Optional[str] = None
     """SSE-KMS key; ``None`` = SSE-S3."""
+    takeover: Optional[Takeover] = None
+    """An old MLflow's dumps for the admin step to import (:mod:`components.takeover`, docs/takeover.md)."""
     # --- image ---------------------------------------------------------------------------------
     image_ref: Optional[str] = None
     """Digest reference to run (nothing built); ``None`` = build ``image_context``."""
@@ -231,7 +234,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             db_app_secret_arn=database.app_secret_arn, db_master_secret_arn=database.master_secret_arn,
             db_cluster_identifier=database.cluster_identifier,
             bucket_name=artifacts.bucket_name, bucket_arn=artifacts.bucket_arn, artifact_prefix=artifacts.prefix,
-            bucket_kms_key_arn=args.bucket_kms_key_arn,
+            bucket_kms_key_arn=args.bucket_kms_key_arn, takeover=args.takeover,
             admin_username=args.admin_username, auth_default_permission=args.auth_default_permission,
             auth_cache_ttl_seconds=args.auth_cache_ttl_seconds, protect=args.protect_data,
             alb_scheme=args.alb_scheme, allowed_cidrs=args.allowed_cidrs, certificate_arn=args.certificate_arn,

@@ -41,6 +41,7 @@ import sys
 import warnings
 from dataclasses import dataclass
 
+import admin_import
 import db_schema
 import db_wait
 
@@ -91,6 +92,9 @@ def run(ep, env: dict) -> None:
     password, source = app_password(ep, env, t.user)
     lock = ep._engine(t.tracking, work=True, isolation_level="AUTOCOMMIT")
     with db_schema.schema_lock(lock, info):
+        if admin_import.requested(env):  # a takeover (docs/takeover.md): dumps into the EMPTY databases first
+            admin_import.run(ep, t.kind, t.tracking, t.auth, env)
+            upgrade = True  # a dump of an older MLflow is upgraded: the new stack has no writers yet
         if t.kind == "mysql":
             mysql_user(ep, t, password)
         else:
