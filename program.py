@@ -90,6 +90,42 @@ def resolve_engine_version(settings: config.Settings) -> ResolvedEngine:
     return ResolvedEngine(resolved, result.parameter_group_family)
 
 
+def resolve_restore_snapshot(settings: config.Settings, engine: ResolvedEngine) -> ResolvedEngine:
+    """With ``dbRestoreSnapshot``: the engine version to restore at, the snapshot's own.
+
+    The cluster's ``engineVersion`` is in ``ignore_changes`` for AWS's automatic minor upgrades,
+    and Pulumi applies that to a replacement too (the old recorded version would be asked for);
+    RestoreDBClusterFromSnapshot restores at the snapshot's version or a newer one, and automatic
+    minor upgrades will have moved the snapshot past the version recorded at creation. So a restore
+    takes the version from the snapshot (``aws_rds_cluster_snapshot``), and the snapshot must exist
+    in this region and be of ``dbEngine``; otherwise one line at preview.
+
+    :raises config.SettingsError: no such snapshot, or one of another engine.
+    """
+    ident = settings.db_restore_snapshot
+    setting = f"invalid setting {config.NAMESPACE}:dbRestoreSnapshot = '{ident}'"
+    query: dict = {"db_cluster_snapshot_identifier": ident, "most_recent": True}
+    if ident.startswith("rds:"):  # DescribeDBClusterSnapshots: an automated one needs its SnapshotType
+        query["snapshot_type"] = "automated"
+    elif ident.startswith("arn:"):  # possibly shared from another account
+        query["include_shared"] = True
+    try:
+        snap = aws.rds.get_cluster_snapshot(**query)
+    except Exception as err:
+        raise config.SettingsError(f"{setting}; allowed: a DB cluster snapshot in this region "
+                                   f"({str(err).splitlines()[0][:200]})") from None
+    want = ENGINES[settings.db_engine][0]
+    if snap.engine != want or not snap.engine_version:
+        raise config.SettingsError(f"{setting}; allowed: a snapshot of {want} (dbEngine {settings.db_engine}), "
+                                   f"got {snap.engine or 'no engine'}")
+    try:
+        family = aws.rds.get_engine_version(engine=want, version=snap.engine_version).parameter_group_family
+    except Exception as err:
+        raise config.SettingsError(f"{setting}; its engine version {snap.engine_version} is not offered in this "
+                                   f"region ({str(err).splitlines()[0][:200]})") from None
+    return ResolvedEngine(snap.engine_version, family or engine.parameter_group_family)
+
+
 def define_stack() -> MlflowTrackingServer:
     """Load the settings, resolve zones/region/account/engine version, build the stack, export its
     outputs.
@@ -110,6 +146,8 @@ def define_stack() -> MlflowTrackingServer:
     config.check_certificate_region(settings, region)
     account_id = aws.get_caller_identity().account_id
     engine = resolve_engine_version(settings)
+    if settings.db_restore_snapshot:
+        engine = resolve_restore_snapshot(settings, engine)
 
     server = MlflowTrackingServer(RESOURCE_NAME, server_args(settings, list(zones), region, account_id, engine))
 

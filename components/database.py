@@ -231,7 +231,10 @@ class Database(pulumi.ComponentResource):
             final_snapshot_identifier=final_snapshot_id,
             snapshot_identifier=args.restore_snapshot,
             tags=tags,
-            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(ignore_changes=["engineVersion"])),
+            # a restore takes the snapshot's version (program.resolve_restore_snapshot): Pulumi would
+            # otherwise put the version recorded at creation into the replacement
+            opts=pulumi.ResourceOptions.merge(kept, pulumi.ResourceOptions(
+                ignore_changes=None if args.restore_snapshot else ["engineVersion"])),
         )
 
         instances = [("writer", args.availability_zones[0], 0)]

@@ -69,6 +69,8 @@ SUSPEND_ALL = {"DynamicScalingInSuspended": True, "DynamicScalingOutSuspended": 
 NOT_SUSPENDED = {"DynamicScalingInSuspended": False, "DynamicScalingOutSuspended": False,
                  "ScheduledScalingSuspended": False}
 RESTORE_DOC = 'docs/upgrading.md "Restore"'
+SNAPSHOT_ID_MAX = 63
+"""CreateDBClusterSnapshot's limit on ``DBClusterSnapshotIdentifier`` (RDS API Reference; botocore's rds model)."""
 SNAPSHOT_TAG = "mlflow-tracking:purpose"
 
 
@@ -107,14 +109,15 @@ def _err(err: Exception) -> str:
 
 
 def snapshot_identifier(cluster_id: str, now: datetime) -> str:
-    """``<cluster id>-pre-upgrade-<UTC yyyymmddHHMMSS>``, valid per CreateDBClusterSnapshot: 1-255
-    letters, digits and hyphens, a letter first, no trailing hyphen, no two hyphens in a row (RDS
-    stores it in lower case)."""
+    """``<cluster id>-pre-upgrade-<UTC yyyymmddHHMMSS>``, valid per CreateDBClusterSnapshot
+    (``DBClusterSnapshotIdentifier``: 1-63 letters, digits and hyphens, a letter first, no trailing
+    hyphen, no two hyphens in a row; RDS stores it in lower case). 63, not the 255 of a DB
+    (instance) snapshot: the cluster id is cut to fit before the suffix."""
     suffix = f"-pre-upgrade-{now.strftime('%Y%m%d%H%M%S')}"
     base = re.sub(r"-{2,}", "-", re.sub(r"[^a-z0-9-]", "-", cluster_id.lower())).strip("-")
     if not base[:1].isalpha():
         base = f"mlflow-{base}".rstrip("-")
-    return base[: 255 - len(suffix)].rstrip("-") + suffix
+    return base[: SNAPSHOT_ID_MAX - len(suffix)].rstrip("-") + suffix
 
 
 def _family(task_definition: str) -> str:
@@ -150,15 +153,20 @@ def writers(ecs: Any, cluster: str) -> list[Writer]:
 
 
 def _service_tasks(ecs: Any, cluster: str, service: str) -> list[str]:
+    """The service's tasks that may still run: desired RUNNING, and desired STOPPED (a task ECS was
+    already stopping, still draining or within its stop timeout, has desiredStatus STOPPED while its
+    lastStatus is not yet; ListTasks returns each desiredStatus separately, RUNNING by default)."""
     arns: list[str] = []
-    token: Optional[str] = None
-    while True:
-        page = ecs.list_tasks(cluster=cluster, serviceName=service, desiredStatus="RUNNING", maxResults=100,
-                              **({"nextToken": token} if token else {}))
-        arns += page.get("taskArns") or []
-        token = page.get("nextToken")
-        if not token:
-            return arns
+    for desired in ("RUNNING", "STOPPED"):
+        token: Optional[str] = None
+        while True:
+            page = ecs.list_tasks(cluster=cluster, serviceName=service, desiredStatus=desired, maxResults=100,
+                                  **({"nextToken": token} if token else {}))
+            arns += page.get("taskArns") or []
+            token = page.get("nextToken")
+            if not token:
+                break
+    return arns
 
 
 def _suspend(scaling: Any, cluster: str, w: Writer) -> None:

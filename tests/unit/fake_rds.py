@@ -3,7 +3,7 @@ references, sharing :class:`tests.unit.fake_ecs.FakeAws`'s clock and call log (o
 across the three services).
 
 - ``CreateDBClusterSnapshot`` (*Amazon RDS API Reference*): ``DBClusterSnapshotIdentifier`` "Can't
-  be null, empty, or blank; must contain from 1 to 255 letters, numbers, or hyphens; first character
+  be null, empty, or blank; must contain from 1 to 63 letters, numbers, or hyphens; first character
   must be a letter; can't end with a hyphen or contain two consecutive hyphens"
   (``InvalidParameterValue``); ``DBClusterNotFoundFault``; ``DBClusterSnapshotAlreadyExistsFault``;
   ``InvalidDBClusterStateFault`` when the cluster is not ``available``; tag keys 1 to 128 and values
@@ -28,7 +28,7 @@ from typing import Any, Optional
 
 from tests.unit.fake_ecs import ACCOUNT, REGION, FakeAws, _err
 
-SNAPSHOT_ID_RE = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{0,254}(?<!-)$")
+SNAPSHOT_ID_RE = re.compile(r"^[A-Za-z](?!.*--)[A-Za-z0-9-]{0,62}(?<!-)$")
 SUSPENDED_KEYS = {"DynamicScalingInSuspended", "DynamicScalingOutSuspended", "ScheduledScalingSuspended"}
 
 

@@ -153,6 +153,8 @@ class Recorder(pulumi.runtime.Mocks):
                 return stand_ins.availability_zones(dict(args.args))
             if tok == "aws:rds/getEngineVersion:getEngineVersion":
                 return stand_ins.engine_version(dict(args.args))
+            if tok == "aws:rds/getClusterSnapshot:getClusterSnapshot":
+                return stand_ins.cluster_snapshot(dict(args.args))
         except stand_ins.DataSourceError as err:  # a failed invoke, as the engine reports it
             return {}, [("", str(err))]
         if tok == "aws:index/getRegion:getRegion":

@@ -90,6 +90,33 @@ def engine_version(args: dict[str, Any]) -> dict[str, Any]:
             "status": "available", "supportedModes": ["provisioned"], "id": version}
 
 
+CLUSTER_SNAPSHOTS: dict[str, tuple[str, str, str]] = {
+    # identifier (or ARN) -> (SnapshotType, engine, engine version): a snapshot taken after an
+    # automatic minor upgrade (3.10.0) of a cluster created at an older minor
+    "mlflow-database-cluster-9f8e7d6-pre-upgrade-20300101120000": ("manual", "aurora-mysql", "8.0.mysql_aurora.3.10.0"),
+    "arn:aws:rds:eu-west-1:123456789012:cluster-snapshot:mlflow-database-cluster-9f8e7d6-pre-upgrade-20300101120000":
+        ("manual", "aurora-mysql", "8.0.mysql_aurora.3.10.0"),
+    "rds:mlflow-database-cluster-9f8e7d6-2030-01-01-02-05": ("automated", "aurora-mysql", "8.0.mysql_aurora.3.09.0"),
+    "mlflow-pg-before-upgrade": ("manual", "aurora-postgresql", "16.6"),
+}
+
+
+def cluster_snapshot(args: dict[str, Any]) -> dict[str, Any]:
+    """``aws.rds.getClusterSnapshot`` (terraform-provider-aws data source ``aws_db_cluster_snapshot``
+    over DescribeDBClusterSnapshots): an automated snapshot is found by its identifier only with
+    ``SnapshotType`` ``automated`` (RDS API Reference, DescribeDBClusterSnapshots,
+    DBClusterSnapshotIdentifier); nothing found is the data source's error."""
+    ident = args.get("dbClusterSnapshotIdentifier")
+    found = CLUSTER_SNAPSHOTS.get(ident or "")
+    if found and found[0] == "automated" and args.get("snapshotType") != "automated":
+        found = None
+    if not found:
+        raise DataSourceError("Your query returned no results. Please change your search criteria and try again.")
+    kind, engine, version = found
+    return {"dbClusterSnapshotIdentifier": ident, "engine": engine, "engineVersion": version, "snapshotType": kind,
+            "status": "available", "storageEncrypted": True, "id": ident}
+
+
 CLUSTER_PARAMETERS: dict[str, dict[str, str]] = {
     "aurora-mysql": {"require_secure_transport": "dynamic", "binlog_format": "static",
                      "character_set_server": "dynamic", "time_zone": "dynamic"},

@@ -52,7 +52,27 @@ def test_the_setting_restores_the_cluster_from_the_snapshot(value):
     assert cluster.inputs["snapshotIdentifier"] == value
     # what the restore keeps: the same master user name (RDS takes it from the snapshot), managed password
     assert cluster.inputs["masterUsername"] == "mlflow" and cluster.inputs["manageMasterUserPassword"] is True
-    assert "engineVersion" in cluster.ignore_changes
+    # the snapshot's engine version, not the one recorded at creation (which ignore_changes would keep)
+    want = "8.0.mysql_aurora.3.09.0" if value.startswith("rds:") else "8.0.mysql_aurora.3.10.0"
+    assert cluster.inputs["engineVersion"] == want and "engineVersion" not in cluster.ignore_changes
+
+
+def test_without_a_restore_the_engine_version_is_left_to_automatic_minor_upgrades(stack):
+    assert "engineVersion" in stack.one(CLUSTER).ignore_changes
+
+
+@pytest.mark.parametrize("value, why", [
+    ("mlflow-no-such-snapshot", "allowed: a DB cluster snapshot in this region ("),
+    ("mlflow-pg-before-upgrade", "allowed: a snapshot of aurora-mysql (dbEngine mysql), got aurora-postgresql"),
+])
+def test_a_snapshot_that_is_not_there_or_of_another_engine_stops_the_preview(value, why):
+    """Terraform data source aws_db_cluster_snapshot ("Your query returned no results"); the
+    restored cluster keeps dbEngine's engine (RestoreDBClusterFromSnapshot's Engine must match)."""
+    with pytest.raises(Exception) as info:
+        run_program("prod", **PROD_OVERRIDES, dbRestoreSnapshot=value)
+    msg = str(info.value)
+    assert f"{NS}:dbRestoreSnapshot = '{value}'" in msg and why in msg, msg
+    assert "\n" not in msg.strip() and ("no results" in msg or "aurora-postgresql" in msg)
 
 
 @pytest.mark.parametrize("value", ["1snapshot", "snap--1", "snap-", "snap_1", "a" * 256,

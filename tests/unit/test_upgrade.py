@@ -222,15 +222,15 @@ def test_a_failed_migration_leaves_scaling_suspended_and_says_how_to_resume():
 
 @pytest.mark.parametrize("cluster_id", [DB, "Mlflow--DB--", "1-db", "a" * 300, "db_cluster.x"])
 def test_snapshot_identifiers_follow_rds_rules(cluster_id):
-    """RDS API Reference, CreateDBClusterSnapshot: 1-255 letters, digits, hyphens; a letter first; no
-    trailing hyphen, no two hyphens in a row."""
+    """RDS API Reference, CreateDBClusterSnapshot: 1-63 letters, digits, hyphens (255 is a DB
+    instance snapshot's limit); a letter first; no trailing hyphen, no two hyphens in a row."""
     ident = snapshot_identifier(cluster_id, NOW)
-    assert SNAPSHOT_ID_RE.match(ident) and len(ident) <= 255 and ident.endswith("-pre-upgrade-20300101120000")
+    assert SNAPSHOT_ID_RE.match(ident) and len(ident) <= 63 and ident.endswith("-pre-upgrade-20300101120000")
 
 
 def test_the_stand_in_refuses_identifiers_rds_refuses():
     w = World()
-    for bad in ("1abc", "a--b", "abc-", "a_b", "a" * 256):
+    for bad in ("1abc", "a--b", "abc-", "a_b", "a" * 64):
         with pytest.raises(Exception, match="not a valid identifier"):
             w.rds.create_db_cluster_snapshot(DBClusterSnapshotIdentifier=bad, DBClusterIdentifier=DB)
 
@@ -243,3 +243,20 @@ def test_a_restored_db_cluster_runs_the_step_again_a_new_server_revision_alone_d
     assert d.changes and not d.replaces
     kept = p.update("id", olds, {**olds, "server_task_definition": "arn:...:task-definition/x:6"}).outs
     assert kept["upgrade"] == {"snapshot_identifier": SNAPSHOT}
+
+
+def test_a_task_ecs_was_already_stopping_is_waited_for(patch):
+    """Amazon ECS Developer Guide, "Amazon ECS task lifecycle": a task ECS decided to stop has
+    desiredStatus STOPPED at once while its lastStatus walks DEACTIVATING (load balancer draining),
+    STOPPING, DEPROVISIONING; ECS API Reference, ListTasks: ``desiredStatus`` filters, RUNNING by
+    default. Such a task still writes: the snapshot waits for it too."""
+    w = World(desired=3, stop=(30, 10, 5))
+    w.service.desired = 2
+    w.aws.reconcile()  # a scale-in under way when the upgrade starts: one task draining ...
+    (stopping,) = w.aws.service_tasks(w.service, desired_running=False)
+    stopping.stop_durations = (900, 120, 20)  # ... for long: its clients keep connections open
+    w.aws.calls.clear()
+    seen = patch(w)
+    w.aws.outcomes += [Outcome(exit_code=3), Outcome(exit_code=0)]
+    w.create()
+    assert seen["snapshot"] == [["STOPPED"]], "snapshot taken while a stopping task still ran"
