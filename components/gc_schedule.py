@@ -130,8 +130,12 @@ def _family_revisions(cluster_arn: pulumi.Input[str], family: str) -> pulumi.Out
 
 
 def build_gc_schedule(name: str, args: "ServiceArgs", *, parent: pulumi.Resource, cluster_arn: pulumi.Input[str],
-                      log_group: aws.cloudwatch.LogGroup, prefix: str, tags: dict[str, str]) -> Optional[GcSchedule]:
-    """The gc task, its roles and its schedule as children of ``parent`` (``<name>-gc-...``); None when off."""
+                      log_group: aws.cloudwatch.LogGroup, prefix: str, tags: dict[str, str],
+                      after: Optional[list[pulumi.Resource]] = None) -> Optional[GcSchedule]:
+    """The gc task, its roles and its schedule as children of ``parent`` (``<name>-gc-...``); None when off.
+
+    ``after``: what the schedule waits for before it points at a new task definition revision (the
+    admin step's run: a new image's gc must not start before its schemas are in place)."""
     if args.gc_older_than_days <= 0:
         return None
     child = pulumi.ResourceOptions(parent=parent)
@@ -197,5 +201,7 @@ def build_gc_schedule(name: str, args: "ServiceArgs", *, parent: pulumi.Resource
         },
         **fitted_name(f"{name}-gc-schedule", 64, 38),
         # the roles' policies in place before Scheduler assumes its role and ECS the task's
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[exec_policy, task_policy, scheduler_policy]))
+        # and the admin step's run (``after``): the schedule moves to a new image once its schemas are in place
+        opts=pulumi.ResourceOptions(parent=parent,
+                                    depends_on=[exec_policy, task_policy, scheduler_policy, *(after or [])]))
     return GcSchedule(task, schedule, task_role, exec_role, scheduler_role)

@@ -338,7 +338,7 @@ class Service(pulumi.ComponentResource):
         admin = build_admin_step(name, args, parent=self, cluster_arn=cluster.arn, log_group=log_group, tags=tags,
                                  server_task_definition_arn=task.arn)
         gc = build_gc_schedule(name, args, parent=self, cluster_arn=cluster.arn, log_group=log_group, prefix=prefix,
-                               tags=tags)  # None when gc_older_than_days is 0
+                               tags=tags, after=[admin.run])  # None when gc_older_than_days is 0
         autoscaling = args.max_tasks > args.min_tasks
         service = aws.ecs.Service(
             f"{name}-service",

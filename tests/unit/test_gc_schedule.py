@@ -136,6 +136,8 @@ def test_schedule_runs_the_task_privately_on_the_services_cluster(on):
     deps = on.one(SCHEDULE).dependencies
     for name in ("mlflow-service-gc-task-policy", "mlflow-service-gc-exec-policy", "mlflow-service-gc-scheduler-policy"):
         assert on.named(name).urn in deps, name
+    # a new image's gc is scheduled only once the admin step put its schemas in place
+    assert on.one("pulumi-python:dynamic/mlflowtracking:DatabaseAdminRun").urn in deps
 
 
 def test_scheduler_role_may_only_run_this_task_and_pass_its_roles(on):
