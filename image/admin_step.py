@@ -1,9 +1,15 @@
-"""The database admin step: `python3 /app/entrypoint.py admin` (the ECS admin task's command).
+"""The database admin step: `python3 /app/entrypoint.py admin [--upgrade]` (the ECS admin task's command).
 
 Run with the database master credentials (MLFLOW_DB_ADMIN_USER / MLFLOW_DB_ADMIN_PASSWORD, which
 ECS injects from RDS's master secret into the admin container only), before any server of a new
 image starts. In order, each step logged on stdout:
- 1. wait for the database server (MLFLOW_DB_WAIT_SECONDS, the server's bounded wait, db_wait.py);
+ 1. wait for the database server (MLFLOW_DB_WAIT_SECONDS, the server's bounded wait, db_wait.py), then
+    the upgrade gate, read-only (`gate`): when the tracking or auth schema exists below this image's
+    heads and --upgrade was not given, stop with exit 3 and one line naming both revisions, having
+    changed nothing (an upgrade needs the writers stopped and a snapshot first: `pulumi up` does
+    both, then runs `admin --upgrade`); a revision this image's MLflow does not know (a newer MLflow
+    wrote it) is exit 2, untouched, with or without --upgrade. Empty or missing databases pass: no
+    server can write to them (it refuses a schema that is not at its heads);
  2. as the master, create the tracking and auth databases (MLFLOW_DB_NAME, MLFLOW_AUTH_DB_NAME)
     when missing;
  3. under the schema lock (db_schema.schema_lock: concurrent admin steps run one after the other):
@@ -22,9 +28,10 @@ image starts. In order, each step logged on stdout:
     {"username", "password"}; when the secret has no value yet, a generated password is stored
     in it first) or, for local use, MLFLOW_DB_PASSWORD as given; it is set only when a login with
     it fails, so a second run changes nothing;
-    create or upgrade the tracking and auth schemas to this image's heads (db_schema.py), refusing
-    a schema written by a newer MLflow, untouched.
-Exit 0 when done; otherwise exit 2 and ONE line on stderr, no secret (passwords travel as bound
+    the gate again (under the lock), then create, or with --upgrade upgrade, the tracking and auth
+    schemas to this image's heads (db_schema.py), refusing a schema written by a newer MLflow, untouched.
+Exit 0 when done; 3 and ONE line on stderr when an upgrade is needed and not asked for; otherwise
+exit 2 and ONE line on stderr, no secret (passwords travel as bound
 parameters and are redacted from every line).
 
 `ep` is the running entrypoint module: its settings parsing and URL building (TLS, db_tls.py), its
@@ -56,6 +63,14 @@ FIRST_VERSION_TOKEN = "mlflow-admin-step-generated-app-password-v1"
 SECRET_SOURCE = "the application user's secret (MLFLOW_DB_APP_SECRET_ARN)"
 
 
+UPGRADE_FLAG = "--upgrade"
+UPGRADE_NEEDED_EXIT = 3
+
+
+class UpgradeNeeded(Exception):
+    """A schema is below the image's heads and --upgrade was not given: one line, exit 3, nothing changed."""
+
+
 @dataclass
 class Target:
     kind: str            # mysql | postgresql
@@ -66,10 +81,18 @@ class Target:
     wait: int            # MLFLOW_DB_WAIT_SECONDS
 
 
-def main(ep, env: dict) -> int:
-    """The `admin` command: 0 when done, else 2 and one line on stderr."""
+def main(ep, env: dict, args: list[str] | tuple[str, ...] = ()) -> int:
+    """The `admin [--upgrade]` command: 0 when done, 3 and one line on stderr when a schema needs an
+    upgrade that was not asked for (nothing changed), else 2 and one line on stderr."""
+    if list(args) not in ([], [UPGRADE_FLAG]):
+        print(f"{ep.PREFIX} error: unexpected arguments {list(args)!r} after admin: it takes {UPGRADE_FLAG} only "
+              f"(upgrade schemas below this image's heads)", file=sys.stderr, flush=True)
+        return 2
     try:
-        run(ep, env)
+        run(ep, env, upgrade=bool(args))
+    except UpgradeNeeded as e:  # nothing changed: the caller stops the writers, snapshots, reruns with --upgrade
+        print(f"{ep.PREFIX} upgrade needed: {ep.redact(' '.join(str(e).split()))}", file=sys.stderr, flush=True)
+        return UPGRADE_NEEDED_EXIT
     except Exception as e:  # every failure is one line, never a secret
         known = isinstance(e, (ep.Fatal, db_schema.SchemaError))
         text = str(e) if known else f"unexpected {type(e).__name__}: {str(e)[:500]}"
@@ -78,7 +101,7 @@ def main(ep, env: dict) -> int:
     return 0
 
 
-def run(ep, env: dict) -> None:
+def run(ep, env: dict, upgrade: bool = False) -> None:
     warnings.simplefilter("ignore")  # keep library warnings out of the one-line error contract
     if not env.get("MLFLOW_DISABLE_TELEMETRY", "").strip():
         os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"  # the migrations import MLflow here
@@ -86,8 +109,12 @@ def run(ep, env: dict) -> None:
     info = ep.info
     where = f"{t.tracking.host}:{t.tracking.port}"
     info(f"admin step: {t.kind} server {where}, databases {t.tracking.database!r} and {t.auth.database!r}, "
-         f"application user {t.user!r}, as master user {t.master!r}")
-    ensure_database(ep, t.kind, t.tracking, t.wait)  # the one wait for a server that is not up yet
+         f"application user {t.user!r}, as master user {t.master!r}"
+         f"{', schema upgrades allowed (--upgrade)' if upgrade else ''}")
+    # first, read-only: a schema below the image's heads stops a plain run before it changes anything
+    # (a newer one too, with exit 2); the one wait for a server that is not up yet is here
+    gate(ep, t, upgrade, wait=t.wait)
+    ensure_database(ep, t.kind, t.tracking)
     ensure_database(ep, t.kind, t.auth)
     password, source = app_password(ep, env, t.user)
     lock = ep._engine(t.tracking, work=True, isolation_level="AUTOCOMMIT")
@@ -100,11 +127,63 @@ def run(ep, env: dict) -> None:
         else:
             postgresql_user(ep, t, password)
         ensure_password(ep, t, password, source)
+        gate(ep, t, upgrade, quiet=True)  # again under the lock: another process may have changed a schema meanwhile
         tracking = db_schema.ensure_tracking_schema(ep._engine(t.tracking, work=True), info)
         auth = db_schema.ensure_auth_schema(ep._engine(t.auth, work=True), info)
     db_schema.record_schema_heads({"mlflow": db_schema.installed_mlflow_version(), "tracking": tracking,
                                    "auth": auth})
     info(f"admin step: done; servers of this image may start as user {t.user!r}")
+
+
+# --------------------------------------------------------------------------------------------
+# the upgrade gate
+# --------------------------------------------------------------------------------------------
+def gate(ep, t: Target, upgrade: bool, wait: int | None = None, quiet: bool = False) -> None:
+    """Read both schema revisions as the master (a missing database or schema counts as none) and
+    raise UpgradeNeeded when one is below the image's heads and `upgrade` is False; SchemaError
+    (exit 2) for a revision this image's MLflow does not know, with or without --upgrade. Changes
+    nothing: no database, user or schema is created before this has passed."""
+    import sqlalchemy
+    from alembic.util import CommandError
+
+    import auth_schema
+
+    heads = db_schema.compute_schema_heads()
+    behind = []
+    for which, url, table in (("tracking", t.tracking, db_schema.TRACKING_VERSION_TABLE),
+                              ("auth", t.auth, auth_schema.VERSION_TABLE)):
+        if ep.probe(t.kind, url, wait if which == "tracking" else None):
+            continue  # no such database (or the master may not see it): created below, or one line there
+        engine = ep._engine(url)
+        try:
+            current = db_schema.revision(engine, table)
+            legacy = db_schema.legacy_auth_revision(engine) if which == "auth" and current is None else None
+        except (sqlalchemy.exc.SQLAlchemyError, CommandError) as e:
+            raise ep.Fatal(f"cannot read the {which} schema revision of database {url.database!r}: "
+                           f"{driver_text(e)}") from None
+        finally:
+            engine.dispose()
+        if legacy is not None:  # MLflow < 3.6: the upgrade stamps its first revision, then migrates
+            behind.append(f"auth schema of database {url.database!r} is an MLflow < 3.6 store (revision {legacy} "
+                          f"in table {db_schema.LEGACY_AUTH_VERSION_TABLE}), this image (MLflow {heads['mlflow']}) "
+                          f"needs {heads['auth']}")
+            continue
+        if current is None or current == heads[which]:
+            continue
+        if not db_schema.known_revision(which, current):
+            raise db_schema.SchemaError(
+                f"{which} schema revision {current} of database {url.database!r} is unknown to MLflow "
+                f"{heads['mlflow']} (written by a newer MLflow?); refusing to touch it: run an image with that "
+                f"MLflow version or newer")
+        behind.append(f"{which} schema of database {url.database!r} is at revision {current}, this image "
+                      f"(MLflow {heads['mlflow']}) needs {heads[which]}")
+    if behind and not upgrade:
+        raise UpgradeNeeded(f"{'; '.join(behind)}; nothing was changed. An upgrade needs the writers stopped "
+                            f"(the service scaled to 0) and a snapshot of the database first, which `pulumi up` "
+                            f"does; by hand: stop the writers, take a snapshot, then run `{db_schema.ADMIN_COMMAND} "
+                            f"{UPGRADE_FLAG}`")
+    if behind and not quiet:
+        ep.info(f"admin step: will upgrade: {'; '.join(behind)}")
 
 
 # --------------------------------------------------------------------------------------------

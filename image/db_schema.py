@@ -30,6 +30,10 @@ HEADS_FILE = Path(__file__).resolve().parent / "schema_heads.json"
 LOCK_TIMEOUT = 900  # seconds to wait for another process's schema migration
 ADMIN_COMMAND = "python3 /app/entrypoint.py admin"
 TRACKING_VERSION_TABLE = "alembic_version"
+# MLflow before 3.6 kept the basic-auth store's revision in a table named like the tracking one; MLflow
+# 3.6+ treats a store with `users` and no `alembic_version_auth` as such a legacy store and stamps
+# its first revision (mlflow/server/auth/db/utils.py, _is_legacy_database / _stamp_legacy_database)
+LEGACY_AUTH_VERSION_TABLE = "alembic_version"
 
 Log = Callable[[str], None]
 
@@ -267,6 +271,21 @@ def revision(engine, table: str) -> str | None:
     return auth_schema.current_revision(engine, table)
 
 
+def legacy_auth_revision(engine) -> str | None:
+    """For an auth store written by MLflow < 3.6 (`users`, no alembic_version_auth): the revision in its
+    old version table, or "unversioned"; None for any other database."""
+    import sqlalchemy
+
+    import auth_schema
+
+    tables = set(sqlalchemy.inspect(engine).get_table_names())
+    if "users" not in tables or auth_schema.VERSION_TABLE in tables:
+        return None
+    if LEGACY_AUTH_VERSION_TABLE in tables:
+        return auth_schema.current_revision(engine, LEGACY_AUTH_VERSION_TABLE) or "unversioned"
+    return "unversioned"
+
+
 def schema_revisions(tracking_engine, auth_engine) -> tuple[str | None, str | None]:
     """The revision of each database (None: no database or table, no row, several heads, unreadable)."""
     import sqlalchemy
@@ -310,6 +329,11 @@ def require_heads(tracking_engine, auth_engine, log: Log, path: Path = HEADS_FIL
         need = heads[which]
         if current == need:
             continue
+        legacy = legacy_auth_revision(engine) if which == "auth" and current is None else None
+        if legacy is not None:
+            raise SchemaError(f"auth schema of database {database!r} is an MLflow < 3.6 store (revision {legacy} in "
+                              f"table {LEGACY_AUTH_VERSION_TABLE}), this image needs {need}: run the admin step "
+                              f"({ADMIN_COMMAND} --upgrade) with the master credentials first")
         if current is None:
             raise SchemaError(f"{which} schema of database {database!r} does not exist yet (empty database), this "
                               f"image needs {need}: run the admin step ({ADMIN_COMMAND}) with the master credentials first")

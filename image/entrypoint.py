@@ -4,7 +4,9 @@
     python3 entrypoint.py                # check the environment, prepare, exec `mlflow server`
     python3 entrypoint.py --healthcheck  # exit 0 iff GET http://127.0.0.1:$MLFLOW_PORT/health is 200
     python3 entrypoint.py --write-schema-heads  # image build: record MLflow's schema head revisions
-    python3 entrypoint.py admin          # the database admin step, with the master credentials (admin_step.py)
+    python3 entrypoint.py admin          # the database admin step, with the master credentials (admin_step.py):
+                                         # exit 3, nothing changed, when a schema needs an upgrade
+    python3 entrypoint.py admin --upgrade   # the same, upgrading schemas below the image's heads
     python3 entrypoint.py gc             # remove runs deleted more than MLFLOW_GC_OLDER_THAN_DAYS ago (gc_step.py)
 
 Steps (each failure ends the process with exit code 2 and ONE line on stderr naming the problem;
@@ -626,10 +628,10 @@ def main(argv: list[str]) -> int:
             return 2
         info(f"recorded schema heads in {HEADS_FILE}: {heads}")
         return 0
-    if argv[1:] == ["admin"]:  # the database admin step (master credentials): admin_step.py
+    if argv[1:2] == ["admin"]:  # the database admin step (master credentials), `admin [--upgrade]`: admin_step.py
         import admin_step
 
-        return admin_step.main(sys.modules[__name__], dict(os.environ))
+        return admin_step.main(sys.modules[__name__], dict(os.environ), argv[2:])
     if argv[1:] == ["gc"]:  # scheduled garbage collection of deleted runs, as the application user: gc_step.py
         import gc_step
 

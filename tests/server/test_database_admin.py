@@ -55,13 +55,15 @@ class Target:
                 "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY, "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
                 "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"), "MLFLOW_PORT": str(free_port())}
 
-    def connect(self, database: str, user: str | None = None, password: str = APP_PASSWORD):
-        """A driver connection over TCP (autocommit), as the application user by default."""
+    def connect(self, database: str | None, user: str | None = None, password: str = APP_PASSWORD):
+        """A driver connection over TCP (autocommit), as the application user by default; database
+        None: none (MySQL), `postgres` (PostgreSQL)."""
         user = user or self.user
         if self.db.engine == "mysql":
             return pymysql.connect(host=LOOPBACK, port=self.db.port, user=user, password=password,
                                    database=database, autocommit=True)
-        conn = psycopg2.connect(host=LOOPBACK, port=self.db.port, user=user, password=password, dbname=database)
+        conn = psycopg2.connect(host=LOOPBACK, port=self.db.port, user=user, password=password,
+                                dbname=database or "postgres")
         conn.autocommit = True
         return conn
 
@@ -364,3 +366,145 @@ def test_an_existing_user_with_more_rights_is_reduced_to_rows(target):
         for statement in ("CREATE TABLE probe (id INTEGER)", "CREATE DATABASE probe_db"):
             with pytest.raises((pymysql.err.OperationalError, pymysql.err.ProgrammingError, psycopg2.Error)):
                 cur.execute(statement)
+
+
+# --- the upgrade gate: a plain admin step never upgrades a schema --------------------------------
+OLD_TRACKING = "0584bdc529eb"  # MLflow 2.19's tracking schema (Nov 2024)
+UPGRADE_WORDS = ("writers stopped", "snapshot", "pulumi up", "admin --upgrade", "nothing was changed")
+
+
+def old_tracking_schema(t: Target) -> None:
+    """The tracking database at MLflow 2.19's revision with an experiment, a run and a metric,
+    made by the master as an older deployment left it (no application user, no auth database)."""
+    import sqlalchemy
+    from alembic import command
+    from mlflow.store.db.utils import InitialBase, _get_alembic_config
+
+    master, password = ensure_master(t.db)
+    with contextlib.closing(t.connect(None, master, password)) as conn, conn.cursor() as cur:
+        cur.execute(f"CREATE DATABASE {t.name}")  # owned by the master, as the admin step makes it
+    engine = sqlalchemy.create_engine(t.db.url(master, password, t.name), poolclass=sqlalchemy.pool.NullPool)
+    InitialBase.metadata.create_all(engine)
+    config = _get_alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, OLD_TRACKING)
+        conn.execute(sqlalchemy.text("INSERT INTO experiments (name, artifact_location, lifecycle_stage) "
+                                     "VALUES ('from-2024', 'mlflow-artifacts:/old', 'active')"))
+        conn.execute(sqlalchemy.text(
+            "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
+            "start_time, source_version, lifecycle_stage, artifact_uri, experiment_id) VALUES ('r1', 'old-run', "
+            "'LOCAL', '', '', 'someone', 'FINISHED', 1700000000000, '', 'active', 'mlflow-artifacts:/old/r1', "
+            "(SELECT experiment_id FROM experiments WHERE name = 'from-2024'))"))
+        conn.execute(sqlalchemy.text("INSERT INTO metrics (run_uuid, " + ("`key`" if t.db.engine == "mysql" else "key")
+                                     + ", value, timestamp, step, is_nan) VALUES ('r1', 'loss', 0.5, 1, 0, false)"))
+    engine.dispose()
+
+
+def snapshot(t: Target) -> dict:
+    """What an upgrade would change: every revision, table and row count, and the users, as the master."""
+    master = ensure_master(t.db)
+    state = {}
+    for database in (t.name, t.auth):
+        try:
+            conn = t.connect(database, *master)
+        except (pymysql.err.OperationalError, psycopg2.OperationalError):
+            state[database] = "missing"
+            continue
+        with contextlib.closing(conn), conn.cursor() as cur:
+            counts = {}
+            for table in sorted(tables(t, database)):
+                cur.execute(f"SELECT COUNT(*) FROM {table}")
+                counts[table] = cur.fetchone()[0]
+            if "alembic_version" in counts:
+                cur.execute("SELECT version_num FROM alembic_version")
+                counts["revision"] = [r[0] for r in cur.fetchall()]
+            state[database] = counts
+    with contextlib.closing(t.connect(None, *master)) as conn, conn.cursor() as cur:
+        if t.db.engine == "mysql":
+            cur.execute("SELECT COUNT(*) FROM mysql.user WHERE User = %s", (t.user,))
+        else:
+            cur.execute("SELECT COUNT(*) FROM pg_roles WHERE rolname = %s", (t.user,))
+        state["app user"] = cur.fetchone()[0]
+    return state
+
+
+def test_an_old_schema_stops_a_plain_admin_step_and_upgrade_upgrades_it(target, tmp_path):
+    """A schema below the image's heads: plain `admin` exits 3 with one line naming both revisions and
+    how to upgrade (writers stopped, snapshot: `pulumi up` does both, or `admin --upgrade` by hand),
+    and changes nothing (revision, tables, row counts; no database, no user made); `admin --upgrade`
+    then upgrades it and the server serves the old rows as the application user."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    old_tracking_schema(target)
+    before = snapshot(target)
+    assert before[target.name]["revision"] == [OLD_TRACKING] and before[target.auth] == "missing", before
+    result = run_admin_step(target.admin_env(), timeout=180)
+    assert result.returncode == 3, result.output
+    assert len(result.error_lines) == 1, result.stderr
+    line = result.error_lines[0]
+    head = _get_latest_schema_revision()
+    assert line.startswith("mlflow-entrypoint: upgrade needed: "), line
+    assert f"tracking schema of database '{target.name}' is at revision {OLD_TRACKING}" in line and head in line, line
+    assert all(w in line for w in UPGRADE_WORDS), line
+    assert_no_secret(result.output)
+    assert snapshot(target) == before  # untouched
+
+    upgraded = run_admin_step(target.admin_env(), upgrade=True)
+    assert upgraded.returncode == 0, upgraded.output
+    assert f"tracking schema: upgraded from revision {OLD_TRACKING} to {head}" in upgraded.stdout
+    after = snapshot(target)
+    assert after[target.name]["revision"] == [head] and after[target.name]["runs"] == 1, after
+    assert after[target.name]["metrics"] == 1 and after["app user"] == 1, after
+    assert run_admin_step(target.admin_env()).returncode == 0  # at the heads: a plain run passes again
+    with Server(target.server_env(tmp_path)) as srv, client_env(srv.client_env(ADMIN, ADMIN_PASSWORD)):
+        client = MlflowClient(srv.url)  # (the row went in by SQL: latest_metrics is empty, read the history)
+        assert client.get_run("r1").info.run_name == "old-run"
+        assert [(m.value, m.step) for m in client.get_metric_history("r1", "loss")] == [(0.5, 0)]
+
+
+def test_an_old_auth_schema_stops_a_plain_admin_step(prepared):
+    """Only the auth store below its head (its first revision, MLflow 2.5's): exit 3, untouched."""
+    t, result = prepared
+    assert result.returncode == 0, result.output
+    with contextlib.closing(t.connect(t.auth, *ensure_master(t.db))) as conn, conn.cursor() as cur:
+        cur.execute("SELECT version_num FROM alembic_version_auth")
+        head = cur.fetchone()[0]
+        cur.execute("UPDATE alembic_version_auth SET version_num = '8606fa83a998'")
+    try:
+        before = snapshot(t)
+        stopped = run_admin_step(t.admin_env(), timeout=180)
+        assert stopped.returncode == 3, stopped.output
+        assert len(stopped.error_lines) == 1, stopped.stderr
+        line = stopped.error_lines[0]
+        assert f"auth schema of database '{t.auth}' is at revision 8606fa83a998" in line and head in line, line
+        assert "tracking schema" not in line, line
+        assert snapshot(t) == before
+    finally:  # the module's other tests share this database: back to the head
+        with contextlib.closing(t.connect(t.auth, *ensure_master(t.db))) as conn, conn.cursor() as cur:
+            cur.execute(f"UPDATE alembic_version_auth SET version_num = '{head}'")
+
+
+def test_a_newer_schema_is_refused_even_with_upgrade(target):
+    """A revision this image's MLflow does not know (a newer MLflow wrote it; a downgrade): exit 2,
+    one line, untouched, with --upgrade too."""
+    import sqlalchemy
+
+    old_tracking_schema(target)
+    master, password = ensure_master(target.db)
+    engine = sqlalchemy.create_engine(target.db.url(master, password, target.name), poolclass=sqlalchemy.pool.NullPool)
+    with engine.begin() as conn:
+        conn.execute(sqlalchemy.text("UPDATE alembic_version SET version_num = 'fedcba987654'"))
+    engine.dispose()
+    before = snapshot(target)
+    for upgrade in (False, True):
+        line = one_error_line(run_admin_step(target.admin_env(), timeout=180, upgrade=upgrade))
+        assert "fedcba987654" in line and "unknown" in line and "newer MLflow" in line, line
+        assert snapshot(target) == before
+
+
+def test_an_unknown_admin_argument_is_one_line(target):
+    result = run_entrypoint(target.admin_env(), ("admin", "--upgrad"), timeout=60)
+    line = one_error_line(result)
+    assert "--upgrad" in line and "--upgrade" in line, line
+    assert snapshot(target) == {target.name: "missing", target.auth: "missing", "app user": 0}

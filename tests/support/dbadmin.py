@@ -3,6 +3,7 @@
     master = ensure_master(mariadb)                      # an RDS-like master user on the peer (idempotent)
     env = admin_env(mariadb, "mlflow_app", "pw", "mlflow", "mlflow_auth")   # + master credentials
     result = run_admin_step(env)                         # -> tests.support.server.Finished
+    result = run_admin_step(env, upgrade=True)           # `admin --upgrade` (an old schema: exit 3 without)
     prepare_databases(mariadb, "mlflow_app", "pw", "mlflow", "mlflow_auth")  # the same, must exit 0
 
 The master is what RDS gives a cluster's master user, not the peer's superuser:
@@ -69,9 +70,10 @@ def admin_env(db, user: str, password: str | None, name: str = "mlflow", auth_na
     return env
 
 
-def run_admin_step(env: dict[str, str], timeout: float = 300) -> Finished:
-    """`entrypoint.py admin` to completion (see run_entrypoint for the clean environment)."""
-    return run_entrypoint(env, ("admin",), timeout=timeout)
+def run_admin_step(env: dict[str, str], timeout: float = 300, upgrade: bool = False) -> Finished:
+    """`entrypoint.py admin` (`admin --upgrade` with `upgrade`: schemas below the image's heads are
+    upgraded instead of exit 3) to completion (see run_entrypoint for the clean environment)."""
+    return run_entrypoint(env, ("admin", "--upgrade") if upgrade else ("admin",), timeout=timeout)
 
 
 def prepare_databases(db, user: str, password: str, name: str = "mlflow", auth_name: str = "mlflow_auth",
