@@ -67,7 +67,7 @@ def schema_lock(engine, log: Log, lock_file: Path | None = None):
                 fcntl.flock(f, fcntl.LOCK_UN)
         return
 
-    name = f"mlflow-schema-{engine.url.database}"[:64]
+    name = lock_name(engine)
     conn = engine.connect()
     try:
         if engine.dialect.name in ("mysql", "mariadb"):
@@ -78,7 +78,7 @@ def schema_lock(engine, log: Log, lock_file: Path | None = None):
             release = sqlalchemy.text("SELECT RELEASE_LOCK(:n)")
             params = {"n": name}
         else:
-            key = int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big", signed=True)
+            key = _advisory_key(name)
             got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             if not got:
                 log("waiting for another process to finish the schema migration")
@@ -254,6 +254,45 @@ def image_heads(path: Path = HEADS_FILE) -> tuple[dict[str, str], str]:
         return heads, f"the head revisions recorded for MLflow {heads['mlflow']}"
     heads = compute_schema_heads()
     return heads, f"the head revisions of the installed MLflow {heads['mlflow']}"
+
+
+def lock_name(engine) -> str:
+    """The schema lock's name on the database server: one per tracking database."""
+    return f"mlflow-schema-{engine.url.database}"[:64]
+
+
+def _advisory_key(name: str) -> int:
+    return int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big", signed=True)
+
+
+@contextlib.contextmanager
+def schema_lock_if_free(engine):
+    """Take the schema lock without waiting (MySQL GET_LOCK(name, 0), PostgreSQL
+    pg_try_advisory_lock): yields True while held, False when another process holds it (an admin
+    step migrating). For writers that must never run during a migration but must not make one wait
+    long (the gc task holds it for one run at a time)."""
+    import sqlalchemy
+
+    if engine.dialect.name == "sqlite":  # embedded mode: the server migrates its own file at start
+        yield True
+        return
+    name = lock_name(engine)
+    with engine.connect() as conn:
+        if engine.dialect.name in ("mysql", "mariadb"):
+            got = conn.execute(sqlalchemy.text("SELECT GET_LOCK(:n, 0)"), {"n": name}).scalar() == 1
+            release, params = sqlalchemy.text("SELECT RELEASE_LOCK(:n)"), {"n": name}
+        else:
+            key = _advisory_key(name)
+            got = bool(conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar())
+            release, params = sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": key}
+        conn.commit()  # no transaction left open around the caller's work
+        try:
+            yield got
+        finally:
+            if got:
+                with contextlib.suppress(Exception):
+                    conn.execute(release, params)
+                    conn.commit()
 
 
 # --------------------------------------------------------------------------------------------

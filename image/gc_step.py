@@ -5,7 +5,8 @@ Removes, for good, the runs deleted more than MLFLOW_GC_OLDER_THAN_DAYS days ago
 Configured by environment like the server (database settings and TLS, the application user's
 password MLFLOW_DB_PASSWORD, the artifact destination, AWS_REGION); it needs only what the
 application user has (SELECT and DELETE on rows) and, on S3, s3:ListBucket and s3:DeleteObject
-under the destination's prefix. It takes no schema lock: it changes rows, never the schema.
+under the destination's prefix. It changes rows, never the schema; each run is collected under the
+schema lock (taken without waiting), so no row is deleted while the admin step migrates.
 
 Why not `mlflow gc` as it is (MLflow 3.17.2, mlflow/cli/__init__.py, gc/_gc_tracking_resources):
  - our runs' artifact_uri is `mlflow-artifacts:/<exp>/<run>/artifacts` (the server proxies
@@ -158,7 +159,13 @@ def relative_path(artifact_uri: str, destination: str) -> str:
 
 
 def collect(ep, plan: dict, store, repo) -> int:
+    import db_schema
+
     days, max_seconds, destination = plan["days"], plan["max_seconds"], plan["destination"]
+    # Each run is collected under the schema lock, taken without waiting, with the schema checked
+    # again under it: no row is deleted while an admin step migrates (the upgrade stops the
+    # services, not a scheduled gc already running), and a migration waits for one run at most.
+    head = db_schema.image_heads()[0]["tracking"]
     started = time.monotonic()
     deleted = skipped = 0
     try:
@@ -180,15 +187,21 @@ def collect(ep, plan: dict, store, repo) -> int:
                 left = len(due) - i
                 ep.info(f"gc: time budget of {max_seconds} s used up: {left} run(s) left for the next time")
                 break
-            try:
-                ep.info(f"gc: run {run_id} deleted: {collect_run(store, repo, run_id, destination)}")
-                deleted += 1
-            except Budget:
-                raise
-            except Exception as e:  # this run keeps its rows and is tried again next time
-                skipped += 1
-                ep.info(f"gc: run {run_id} skipped, left for the next time: {type(e).__name__}: "
-                        f"{' '.join(str(e).split())[:300]}")
+            with db_schema.schema_lock_if_free(store.engine) as free:
+                if not free or db_schema.revision(store.engine, db_schema.TRACKING_VERSION_TABLE) != head:
+                    left = len(due) - i
+                    ep.info(f"gc: {'a schema change is in progress' if free is False else 'the schema changed'} "
+                            f"(the admin step): stopped, {left} run(s) left for the next time")
+                    break
+                try:
+                    ep.info(f"gc: run {run_id} deleted: {collect_run(store, repo, run_id, destination)}")
+                    deleted += 1
+                except Budget:
+                    raise
+                except Exception as e:  # this run keeps its rows and is tried again next time
+                    skipped += 1
+                    ep.info(f"gc: run {run_id} skipped, left for the next time: {type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:300]}")
     except Budget:
         left = len(due) - deleted - skipped
         ep.info(f"gc: a call still ran {HARD_STOP_GRACE} s after the time budget: stopped, {left} run(s) left "

@@ -370,3 +370,34 @@ if __name__ == "__main__":
     import sys
 
     sys.stdout.write("\n@@ROLE@@" + json.dumps(_render_gc_role()) + "\n")
+
+
+def test_gc_deletes_nothing_while_the_admin_step_holds_the_schema_lock(world):
+    """An upgrade stops the ECS services, not a scheduled gc task already running (EventBridge
+    Scheduler starts it with RunTask; docs/upgrading.md): so gc takes the schema lock the admin step
+    migrates under (MySQL GET_LOCK, PostgreSQL advisory lock; image/db_schema.py) for each run,
+    without waiting. While another session holds it, gc deletes nothing and leaves every run for
+    the next time (exit 1); once it is free, the same runs are collected."""
+    import sys
+
+    from tests.support.server import ENTRYPOINT
+
+    sys.path.insert(0, str(ENTRYPOINT.parent))
+    try:
+        import db_schema
+    finally:
+        sys.path.remove(str(ENTRYPOINT.parent))
+    engine = world["engine"]
+    with db_schema.schema_lock_if_free(engine) as held:  # the admin step, migrating
+        assert held
+        blocked = _gc(world["env"])
+    print(blocked.output)
+    assert blocked.returncode == 1, blocked.output
+    assert "gc: a schema change is in progress (the admin step): stopped, 4 run(s) left" in blocked.output
+    for name in ("old", "old2", "old_missing", "old_outside"):
+        assert _rows(engine, world["runs"][name])["runs"] == 1, name
+    p = world["prefix"]["old"]
+    assert _keys(world["s3"], world["bucket"], p) == [p + "a.txt", p + "dir/b.txt"]
+    after = _gc(world["env"])
+    assert after.returncode == 0, after.output
+    assert "gc: done: 4 run(s) deleted, 0 skipped, 0 not tried" in after.output
