@@ -62,12 +62,7 @@ def run(ep, kind: str, tracking_url, auth_url, env: dict) -> None:
     tracking, auth, root = settings(env)
     jobs = [("tracking", tracking_url, tracking)] + ([("auth", auth_url, auth)] if auth else [])
     for what, url, _ in jobs:  # refuse before reading anything
-        tables = existing_tables(ep, kind, url)
-        if tables:
-            raise ImportError_(
-                f"refusing to import into {what} database {url.database!r}: it already has {len(tables)} tables "
-                f"({', '.join(tables[:3])}...); an import needs the empty databases of a new stack (unset "
-                f"MLFLOW_IMPORT_TRACKING_DUMP after a takeover)")
+        refuse_if_not_empty(ep, kind, what, url)
     for what, url, location in jobs:
         t0 = time.monotonic()
         ep.info(f"import: loading the {what} dump {location} into database {url.database!r}")
@@ -80,6 +75,18 @@ def run(ep, kind: str, tracking_url, auth_url, env: dict) -> None:
 # --------------------------------------------------------------------------------------------
 # the target must be empty
 # --------------------------------------------------------------------------------------------
+def refuse_if_not_empty(ep, kind: str, what: str, url) -> None:
+    """ImportError_ (one line, exit 2) when the database has tables. The admin step also calls it
+    before its upgrade gate: a takeover setting left on after the takeover must stop the step with
+    this line, not look like an upgrade (exit 3 would stop the service and take a snapshot first)."""
+    tables = existing_tables(ep, kind, url)
+    if tables:
+        raise ImportError_(
+            f"refusing to import into {what} database {url.database!r}: it already has {len(tables)} tables "
+            f"({', '.join(tables[:3])}...); an import needs the empty databases of a new stack (unset "
+            f"MLFLOW_IMPORT_TRACKING_DUMP after a takeover)")
+
+
 def existing_tables(ep, kind: str, url) -> list[str]:
     import sqlalchemy
 

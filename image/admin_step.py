@@ -113,7 +113,27 @@ def run(ep, env: dict, upgrade: bool = False) -> None:
          f"{', schema upgrades allowed (--upgrade)' if upgrade else ''}")
     # first, read-only: a schema below the image's heads stops a plain run before it changes anything
     # (a newer one too, with exit 2); the one wait for a server that is not up yet is here
-    gate(ep, t, upgrade, wait=t.wait)
+    if admin_import.requested(env):  # a leftover takeover setting: one line, before the gate (see there)
+        admin_import.settings(env)
+        if not ep.probe(t.kind, t.tracking, t.wait):  # the tracking database exists
+            admin_import.refuse_if_not_empty(ep, t.kind, "tracking", t.tracking)
+    try:
+        gate(ep, t, upgrade, wait=t.wait)
+    except UpgradeNeeded:
+        # Another admin step creating a fresh database passes through older revisions under the
+        # schema lock: when the lock is held, wait for it (bounded) and read again; a schema that
+        # is really behind is still refused (exit 3).
+        engine = ep._engine(t.tracking, isolation_level="AUTOCOMMIT")
+        try:
+            with db_schema.schema_lock_if_free(engine) as free:
+                pass
+            if free:
+                raise
+            with db_schema.schema_lock(engine, info):
+                pass
+        finally:
+            engine.dispose()
+        gate(ep, t, upgrade)
     ensure_database(ep, t.kind, t.tracking)
     ensure_database(ep, t.kind, t.auth)
     password, source = app_password(ep, env, t.user)

@@ -81,11 +81,18 @@ def schema_lock(engine, log: Log, lock_file: Path | None = None):
             key = _advisory_key(name)
             got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
             if not got:
+                # Wait in PostgreSQL's own lock queue, bounded by statement_timeout: polling with
+                # pg_try_advisory_lock would rarely hit the gap of a holder that releases and takes
+                # it again at once (the gc task, one run at a time).
                 log("waiting for another process to finish the schema migration")
-                deadline = time.monotonic() + LOCK_TIMEOUT
-                while not got and time.monotonic() < deadline:
-                    time.sleep(0.5)
-                    got = conn.execute(sqlalchemy.text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar()
+                conn.execute(sqlalchemy.text(f"SET statement_timeout = {int(LOCK_TIMEOUT * 1000)}"))
+                try:
+                    conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": key})
+                    got = True
+                except sqlalchemy.exc.OperationalError:  # canceled by statement_timeout
+                    got = False
+                finally:
+                    conn.execute(sqlalchemy.text("RESET statement_timeout"))
             got = 1 if got else 0
             release = sqlalchemy.text("SELECT pg_advisory_unlock(:k)")
             params = {"k": key}
@@ -262,6 +269,9 @@ def lock_name(engine) -> str:
 
 
 def _advisory_key(name: str) -> int:
+    """The PostgreSQL advisory lock key of `name`. Only its first 8 bytes count, so every database
+    gets the same key; harmless, since advisory locks are per database (kept as it is, so that an
+    admin step of this image and one of an earlier image still exclude each other)."""
     return int.from_bytes(name.encode()[:8].ljust(8, b"\0"), "big", signed=True)
 
 

@@ -22,6 +22,8 @@ without the statement's text, so no row value is printed).
 
 from __future__ import annotations
 
+import contextlib
+
 import io
 import re
 
@@ -151,6 +153,11 @@ class MysqlLoader(_Loader):
                     self.ep.info(f"import: {changed} artifact URIs under {root} now mlflow-artifacts:/...")
             except Exception as e:
                 error = self.failed(lines, e)
+                # mysqldump writes LOCK TABLES ... WRITE around each table's rows: this session's locks
+                # would make drop_all's DROP (another connection) wait until a read timeout
+                with contextlib.suppress(Exception):
+                    cur.execute("UNLOCK TABLES")
+                conn.close()
                 self.drop_all()
                 raise error from None
         finally:

@@ -60,8 +60,9 @@ def test_two_admin_steps_started_together_create_the_schema_once(fresh, tmp_path
     import concurrent.futures
 
     f = fresh(prepare=False)
+    env = f.admin_env()  # once: it makes the RDS-like master on first use
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        results = list(pool.map(lambda _: run_admin_step(f.admin_env()), range(2)))
+        results = list(pool.map(lambda _: run_admin_step(env), range(2)))
     assert [r.returncode for r in results] == [0, 0], [r.output for r in results]
     outputs = [r.stdout for r in results]
     assert sum("tracking schema: created at revision" in o for o in outputs) == 1, outputs
@@ -252,3 +253,49 @@ def test_the_image_repairs_a_store_left_half_created_by_mlflow(mariadb_fresh):
     _, after = auth_schema.migrate(engine)
     assert after is not None and "registered_model_permissions" in sqlalchemy.inspect(engine).get_table_names()
     assert versions(engine, "alembic_version_auth") == [after]
+
+
+def test_a_waiting_migration_gets_the_lock_from_a_holder_that_takes_it_again_at_once(fresh):
+    """The gc task takes the schema lock for one run at a time and again at once
+    (image/gc_step.py). PostgreSQL, "Advisory Locks" and pg_advisory_lock: a session waiting in
+    pg_advisory_lock is granted the lock when its holder releases it, so the holder's immediate
+    pg_try_advisory_lock then fails; MySQL, GET_LOCK with a timeout: the same, the waiter is granted
+    at the release. A waiter that polled with a try-lock would almost never hit that gap. Checked
+    by what the holder sees, not by time: after its first release, its next try must fail."""
+    import threading
+
+    f = fresh()
+    engine = engine_for(f).execution_options(isolation_level="AUTOCOMMIT")
+    waiting, acquired, stop = threading.Event(), threading.Event(), threading.Event()
+    retakes: list[bool] = []
+
+    def migration():
+        def log(line):
+            if "waiting for another process" in line:
+                waiting.set()
+        with db_schema.schema_lock(engine, log):
+            acquired.set()
+            stop.wait(60)  # migrating
+
+    queued = ("SELECT COUNT(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+              if f.db.engine == "postgresql" else
+              "SELECT COUNT(*) FROM information_schema.PROCESSLIST WHERE STATE = 'User lock'")
+    with db_schema.schema_lock_if_free(engine) as held:  # the gc task, collecting a run
+        assert held
+        waiter = threading.Thread(target=migration, daemon=True)
+        waiter.start()
+        assert waiting.wait(60), "the migration never started waiting"
+        for _ in range(600):  # until the database shows the migration's session waiting for the lock
+            with engine.connect() as c:
+                if c.execute(sqlalchemy.text(queued)).scalar():
+                    break
+            stop.wait(0.1)
+    for _ in range(20):  # released; the gc task goes on to its next run at once
+        with db_schema.schema_lock_if_free(engine) as again:
+            retakes.append(again)
+            if not again:
+                break
+    stop.set()
+    waiter.join(120)
+    assert acquired.is_set() and not waiter.is_alive()
+    assert retakes and retakes[0] is False, f"the gc task took the lock again first: {retakes}"

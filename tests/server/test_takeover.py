@@ -219,7 +219,24 @@ def test_import_into_a_database_with_tables_is_refused_and_changes_nothing(datab
     assert tables_of(database, target.name, "SELECT name, artifact_location FROM experiments") == before
 
 
-@pytest.mark.parametrize("damage", ["bad-statement", "truncated"])
+def test_a_takeover_setting_left_on_is_refused_before_the_upgrade_gate(database, fresh, tmp_path):
+    """docs/takeover.md: the setting is turned off after the takeover. Left on, the next image with a
+    newer schema must not make the admin step exit 3 (an upgrade: `pulumi up` would stop the service
+    and snapshot, then fail the import): one line, exit 2, the database untouched."""
+    source = fresh()
+    dump = tmp_path / "dump.sql"
+    dump.write_bytes(dump_database(database, source.name))
+    target = fresh()
+    older = "bda7b8c39065"  # MLflow 3.1.4's tracking head: below this image's
+    returning = "" if database.engine == "mysql" else " RETURNING version_num"  # psycopg2 fetches a result
+    tables_of(database, target.name, f"UPDATE alembic_version SET version_num = '{older}'{returning}")
+    result = run_admin_step(target.admin_env(MLFLOW_IMPORT_TRACKING_DUMP=str(dump)))
+    assert result.returncode == 2, result.output[-3000:]
+    assert "refusing to import into tracking database" in result.error_lines[0]
+    assert tables_of(database, target.name, "SELECT version_num FROM alembic_version") == [(older,)]
+
+
+@pytest.mark.parametrize("damage", ["bad-statement", "bad-row-in-table-data", "truncated"])
 def test_corrupt_dump_fails_with_one_line_and_leaves_the_database_empty(database, fresh, tmp_path, damage):
     """A dump with a statement the database rejects, or cut off mid-way (a gzip stream cut short):
     one line naming the dump and line, exit 2, and nothing of it kept (PostgreSQL: one transaction
@@ -230,6 +247,14 @@ def test_corrupt_dump_fails_with_one_line_and_leaves_the_database_empty(database
     if damage == "bad-statement":
         middle = next(i for i in range(len(lines) * 2 // 3, len(lines)) if lines[i].rstrip().endswith(b";"))
         body = b"".join(lines[:middle + 1]) + b"THIS IS NOT SQL;\n" + b"".join(lines[middle + 1:])
+    elif damage == "bad-row-in-table-data":
+        # MySQL: inside mysqldump's default --add-locks block (LOCK TABLES `t` WRITE; INSERT ...;
+        # UNLOCK TABLES): the clean-up must not wait for the failed session's table locks.
+        # PostgreSQL: a row of the wrong shape inside a COPY ... FROM stdin block.
+        start = b"LOCK TABLES" if database.engine == "mysql" else b"COPY "
+        at = next(i for i, line in enumerate(lines) if line.startswith(start))
+        bad = b"THIS IS NOT SQL;\n" if database.engine == "mysql" else b"not\ta row of this table\n"
+        body = b"".join(lines[:at + 1]) + bad + b"".join(lines[at + 1:])
     else:
         body = gzip.compress(sql)[: len(gzip.compress(sql)) * 2 // 3]
     dump = tmp_path / "dump.sql.gz"

@@ -26,7 +26,7 @@ def dump_database(db, name: str) -> bytes:
     if db.engine == "mysql":
         binary = shutil.which("mariadb-dump") or shutil.which("mysqldump")
         argv = [binary, "--no-defaults", f"--host={LOOPBACK}", f"--port={db.port}", f"--user={user}",
-                "--single-transaction", "--no-tablespaces", name]
+                "--single-transaction", "--no-tablespaces", "--hex-blob", name]
         env = {"MYSQL_PWD": password}
     else:
         argv = [db._bin("pg_dump"), "--no-owner", "--no-privileges", "-h", LOOPBACK, "-p", str(db.port), "-U", user,
