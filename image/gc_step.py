@@ -225,5 +225,7 @@ def collect_run(store, repo, run_id: str, destination: str) -> str:
     present = bool(repo.list_artifacts(path))
     if present:
         repo.delete_artifacts(path)
+    if store.get_run(run_id).info.lifecycle_stage != LifecycleStage.DELETED:  # restored meanwhile: keep its rows
+        raise RuntimeError("the run was restored while its artifacts were being deleted; its rows are kept")
     store._hard_delete_run(run_id)
     return f"rows removed, artifacts {destination}/{path} {'removed' if present else 'already missing'}"
