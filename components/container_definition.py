@@ -49,18 +49,11 @@ def container_definition(args: "ServiceArgs", *, prefix: str, log_group_name: pu
                          allowed_hosts: pulumi.Input[str]) -> dict[str, Any]:
     """The container, as ECS's ``containerDefinitions`` entry (values may be Outputs)."""
     env = {
-        "AWS_REGION": args.region,
+        **database_environment(args),
         "MLFLOW_ARTIFACTS_DESTINATION": pulumi.Output.concat("s3://", args.bucket_name, f"/{prefix}"),
         "MLFLOW_AUTH_CACHE_TTL_SECONDS": str(args.auth_cache_ttl_seconds),
-        "MLFLOW_AUTH_DB_NAME": args.auth_db_name,
         "MLFLOW_AUTH_DEFAULT_PERMISSION": args.auth_default_permission,
-        "MLFLOW_DB_ENGINE": args.db_engine,
-        "MLFLOW_DB_HOST": args.db_host,
         "MLFLOW_DB_IDLE_RELEASE_SECONDS": str(args.db_idle_release_seconds),
-        "MLFLOW_DB_NAME": args.db_name,
-        "MLFLOW_DB_PORT": str(args.db_port),
-        "MLFLOW_DB_TLS_CA": DB_TLS_CA,
-        "MLFLOW_DB_USER": args.db_user,
         "MLFLOW_LB_IDLE_TIMEOUT_SECONDS": str(args.idle_timeout_seconds),
         "MLFLOW_PORT": str(CONTAINER_PORT),
         "MLFLOW_SERVE_ARTIFACTS": "true",
@@ -97,18 +90,45 @@ def container_definition(args: "ServiceArgs", *, prefix: str, log_group_name: pu
     }
 
 
-def admin_container_definition(args: "ServiceArgs", *, log_group_name: pulumi.Input[str]) -> dict[str, Any]:
-    """The admin step's container (the contract's "admin step"), as a ``containerDefinitions`` entry."""
-    env = {
+def database_environment(args: "ServiceArgs") -> dict[str, Any]:
+    """What every container of the image needs to reach the databases (no secret): the region, the
+    engine, endpoint, names, user and the CA bundle for verified TLS."""
+    return {
         "AWS_REGION": args.region,
         "MLFLOW_AUTH_DB_NAME": args.auth_db_name,
-        "MLFLOW_DB_APP_SECRET_ARN": args.db_app_secret_arn,
         "MLFLOW_DB_ENGINE": args.db_engine,
         "MLFLOW_DB_HOST": args.db_host,
         "MLFLOW_DB_NAME": args.db_name,
         "MLFLOW_DB_PORT": str(args.db_port),
         "MLFLOW_DB_TLS_CA": DB_TLS_CA,
         "MLFLOW_DB_USER": args.db_user,
+    }
+
+
+def one_off_container(args: "ServiceArgs", *, name: str, command: list[str], environment: dict[str, Any],
+                      secrets: dict[str, Any], log_group_name: pulumi.Input[str], log_prefix: str) -> dict[str, Any]:
+    """A container of the image that runs one command and exits (the admin step, gc), as a
+    ``containerDefinitions`` entry: no port, no health check, the server's hardening and spool mount."""
+    return {
+        "name": name,
+        "image": args.image_ref,
+        "essential": True,
+        "command": command,
+        "environment": [{"name": k, "value": v} for k, v in sorted(environment.items())],
+        "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
+        "readonlyRootFilesystem": True,
+        "linuxParameters": {"capabilities": {"drop": ["ALL"]}, "initProcessEnabled": True},
+        "mountPoints": [{"sourceVolume": SPOOL_VOLUME, "containerPath": SPOOL_PATH, "readOnly": False}],
+        "logConfiguration": {"logDriver": "awslogs", "options": {
+            "awslogs-group": log_group_name, "awslogs-region": args.region, "awslogs-stream-prefix": log_prefix}},
+    }
+
+
+def admin_container_definition(args: "ServiceArgs", *, log_group_name: pulumi.Input[str]) -> dict[str, Any]:
+    """The admin step's container (the contract's "admin step"), as a ``containerDefinitions`` entry."""
+    env = {
+        **database_environment(args),
+        "MLFLOW_DB_APP_SECRET_ARN": args.db_app_secret_arn,
         # a takeover (components/takeover.py, docs/takeover.md): the dumps the admin step imports
         **(args.takeover.environment(args.bucket_name) if args.takeover else {}),
     }
@@ -116,17 +136,5 @@ def admin_container_definition(args: "ServiceArgs", *, log_group_name: pulumi.In
         "MLFLOW_DB_ADMIN_PASSWORD": pulumi.Output.concat(args.db_master_secret_arn, ":password::"),
         "MLFLOW_DB_ADMIN_USER": pulumi.Output.concat(args.db_master_secret_arn, ":username::"),
     }
-    return {
-        "name": ADMIN_CONTAINER_NAME,
-        "image": args.image_ref,
-        "essential": True,
-        "command": ADMIN_COMMAND,
-        "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
-        "secrets": [{"name": k, "valueFrom": v} for k, v in sorted(secrets.items())],
-        "readonlyRootFilesystem": True,
-        "linuxParameters": {"capabilities": {"drop": ["ALL"]}, "initProcessEnabled": True},
-        "mountPoints": [{"sourceVolume": SPOOL_VOLUME, "containerPath": SPOOL_PATH, "readOnly": False}],
-        "logConfiguration": {"logDriver": "awslogs", "options": {
-            "awslogs-group": log_group_name, "awslogs-region": args.region,
-            "awslogs-stream-prefix": ADMIN_LOG_PREFIX}},
-    }
+    return one_off_container(args, name=ADMIN_CONTAINER_NAME, command=ADMIN_COMMAND, environment=env, secrets=secrets,
+                             log_group_name=log_group_name, log_prefix=ADMIN_LOG_PREFIX)

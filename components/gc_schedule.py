@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any, Optional
 import pulumi
 import pulumi_aws as aws
 
-from components.container_definition import DB_TLS_CA, SPOOL_PATH, SPOOL_VOLUME
+from components.container_definition import SPOOL_PATH, SPOOL_VOLUME, database_environment, one_off_container
 from components.naming import fitted_name
 from components.service_roles import _document, _start_statements, _trust, statement
 
@@ -94,32 +94,14 @@ class GcSchedule:
 def gc_container_definition(args: "ServiceArgs", *, prefix: str, log_group_name: pulumi.Input[str]) -> dict[str, Any]:
     """The gc container (the contract's "gc task"), as a ``containerDefinitions`` entry."""
     env = {
-        "AWS_REGION": args.region,
+        **database_environment(args),
         "MLFLOW_ARTIFACTS_DESTINATION": pulumi.Output.concat("s3://", args.bucket_name, f"/{prefix}"),
-        "MLFLOW_AUTH_DB_NAME": args.auth_db_name,
-        "MLFLOW_DB_ENGINE": args.db_engine,
-        "MLFLOW_DB_HOST": args.db_host,
-        "MLFLOW_DB_NAME": args.db_name,
-        "MLFLOW_DB_PORT": str(args.db_port),
-        "MLFLOW_DB_TLS_CA": DB_TLS_CA,
-        "MLFLOW_DB_USER": args.db_user,
         "MLFLOW_GC_OLDER_THAN_DAYS": str(args.gc_older_than_days),
         "MLFLOW_SPOOL_DIR": SPOOL_PATH,
     }
-    return {
-        "name": GC_CONTAINER_NAME,
-        "image": args.image_ref,
-        "essential": True,
-        "command": GC_COMMAND,
-        "environment": [{"name": k, "value": v} for k, v in sorted(env.items())],
-        "secrets": [{"name": "MLFLOW_DB_PASSWORD",
-                     "valueFrom": pulumi.Output.concat(args.db_app_secret_arn, ":password::")}],
-        "readonlyRootFilesystem": True,
-        "linuxParameters": {"capabilities": {"drop": ["ALL"]}, "initProcessEnabled": True},
-        "mountPoints": [{"sourceVolume": SPOOL_VOLUME, "containerPath": SPOOL_PATH, "readOnly": False}],
-        "logConfiguration": {"logDriver": "awslogs", "options": {
-            "awslogs-group": log_group_name, "awslogs-region": args.region, "awslogs-stream-prefix": GC_LOG_PREFIX}},
-    }
+    secrets = {"MLFLOW_DB_PASSWORD": pulumi.Output.concat(args.db_app_secret_arn, ":password::")}
+    return one_off_container(args, name=GC_CONTAINER_NAME, command=GC_COMMAND, environment=env, secrets=secrets,
+                             log_group_name=log_group_name, log_prefix=GC_LOG_PREFIX)
 
 
 def _family_revisions(cluster_arn: pulumi.Input[str], family: str) -> pulumi.Output[str]:
