@@ -369,7 +369,7 @@ def test_an_existing_user_with_more_rights_is_reduced_to_rows(target):
 
 
 # --- the upgrade gate: a plain admin step never upgrades a schema --------------------------------
-OLD_TRACKING = "0584bdc529eb"  # MLflow 2.19's tracking schema (Nov 2024)
+from tests.server.test_schema import OLD_REVISION as OLD_TRACKING  # noqa: E402  (MLflow 2.19, Nov 2024)
 UPGRADE_WORDS = ("writers stopped", "snapshot", "pulumi up", "admin --upgrade", "nothing was changed")
 
 
@@ -377,27 +377,21 @@ def old_tracking_schema(t: Target) -> None:
     """The tracking database at MLflow 2.19's revision with an experiment, a run and a metric,
     made by the master as an older deployment left it (no application user, no auth database)."""
     import sqlalchemy
-    from alembic import command
-    from mlflow.store.db.utils import InitialBase, _get_alembic_config
+
+    from tests.server.test_schema import old_schema
 
     master, password = ensure_master(t.db)
     with contextlib.closing(t.connect(None, master, password)) as conn, conn.cursor() as cur:
         cur.execute(f"CREATE DATABASE {t.name}")  # owned by the master, as the admin step makes it
     engine = sqlalchemy.create_engine(t.db.url(master, password, t.name), poolclass=sqlalchemy.pool.NullPool)
-    InitialBase.metadata.create_all(engine)
-    config = _get_alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, OLD_TRACKING)
-        conn.execute(sqlalchemy.text("INSERT INTO experiments (name, artifact_location, lifecycle_stage) "
-                                     "VALUES ('from-2024', 'mlflow-artifacts:/old', 'active')"))
-        conn.execute(sqlalchemy.text(
-            "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
-            "start_time, source_version, lifecycle_stage, artifact_uri, experiment_id) VALUES ('r1', 'old-run', "
-            "'LOCAL', '', '', 'someone', 'FINISHED', 1700000000000, '', 'active', 'mlflow-artifacts:/old/r1', "
-            "(SELECT experiment_id FROM experiments WHERE name = 'from-2024'))"))
-        conn.execute(sqlalchemy.text("INSERT INTO metrics (run_uuid, " + ("`key`" if t.db.engine == "mysql" else "key")
-                                     + ", value, timestamp, step, is_nan) VALUES ('r1', 'loss', 0.5, 1, 0, false)"))
+    old_schema(
+        engine, "mlflow-artifacts:/old",
+        "INSERT INTO runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, "
+        "start_time, source_version, lifecycle_stage, artifact_uri, experiment_id) VALUES ('r1', 'old-run', "
+        "'LOCAL', '', '', 'someone', 'FINISHED', 1700000000000, '', 'active', 'mlflow-artifacts:/old/r1', "
+        "(SELECT experiment_id FROM experiments WHERE name = 'from-2024'))",
+        "INSERT INTO metrics (run_uuid, " + ("`key`" if t.db.engine == "mysql" else "key")
+        + ", value, timestamp, step, is_nan) VALUES ('r1', 'loss', 0.5, 1, 0, false)")
     engine.dispose()
 
 

@@ -53,6 +53,24 @@ def create_as_master(f) -> sqlalchemy.engine.Engine:
     return engine_for(f, master=True)
 
 
+def old_schema(engine, artifact_location: str = "mlflow-artifacts:/old", *statements: str) -> None:
+    """Make `engine`'s empty database an MLflow 2.19 schema (OLD_REVISION, by MLflow's own alembic
+    scripts from its initial tables) holding the experiment 'from-2024' at `artifact_location`, then
+    run `statements` in the same transaction."""
+    from alembic import command
+    from mlflow.store.db.utils import InitialBase, _get_alembic_config
+
+    InitialBase.metadata.create_all(engine)
+    config = _get_alembic_config(engine.url.render_as_string(hide_password=False))
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, OLD_REVISION)
+        conn.execute(sqlalchemy.text("INSERT INTO experiments (name, artifact_location, lifecycle_stage) "
+                                     "VALUES ('from-2024', :a, 'active')"), {"a": artifact_location})
+        for statement in statements:
+            conn.execute(sqlalchemy.text(statement))
+
+
 def test_two_admin_steps_started_together_create_the_schema_once(fresh, tmp_path):
     """Two admin steps at once on an empty server (two `pulumi up`s, or a retried task): both
     succeed, exactly one creates the user and the schemas, the other waits for the lock and finds
@@ -81,18 +99,9 @@ def test_an_old_schema_is_upgraded_by_the_admin_step(fresh, tmp_path):
     """An MLflow 2.19 schema with data, made by the master: `admin --upgrade` upgrades it and grants
     the application user its tables (made before the default privileges existed); the server
     then serves the old data as that user."""
-    from alembic import command
-    from mlflow.store.db.utils import InitialBase, _get_alembic_config
-
     f = fresh(prepare=False)
     engine = create_as_master(f)
-    InitialBase.metadata.create_all(engine)
-    config = _get_alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, OLD_REVISION)
-        conn.execute(sqlalchemy.text("INSERT INTO experiments (name, artifact_location, lifecycle_stage) "
-                                     "VALUES ('from-2024', 'mlflow-artifacts:/old', 'active')"))
+    old_schema(engine)
     assert versions(engine) == [OLD_REVISION]
 
     result = run_admin_step(f.admin_env(), upgrade=True)  # a plain `admin` exits 3 here (test_database_admin.py)

@@ -306,20 +306,12 @@ def test_a_dump_of_an_older_mlflow_is_imported_and_upgraded_without_upgrade_flag
     old schema exits 3) imports it and upgrades it to the image's heads: the new stack has no
     writers yet (MLflow 3.17 release notes: upgrade with every writer stopped)."""
     import sqlalchemy
-    from alembic import command
-    from mlflow.store.db.utils import InitialBase, _get_alembic_config
 
-    from tests.server.test_schema import OLD_REVISION, create_as_master, head_revision, versions
+    from tests.server.test_schema import OLD_REVISION, create_as_master, head_revision, old_schema, versions
 
     source = fresh(prepare=False)
     engine = create_as_master(source)
-    InitialBase.metadata.create_all(engine)
-    config = _get_alembic_config(engine.url.render_as_string(hide_password=False))
-    with engine.begin() as conn:
-        config.attributes["connection"] = conn
-        command.upgrade(config, OLD_REVISION)
-        conn.execute(sqlalchemy.text("INSERT INTO experiments (name, artifact_location, lifecycle_stage) "
-                                     "VALUES ('from-2024', 's3://old-bucket/mlruns/1', 'active')"))
+    old_schema(engine, "s3://old-bucket/mlruns/1")
     engine.dispose()
     dump = tmp_path / "old.sql.gz"
     dump.write_bytes(gzip.compress(dump_database(database, source.name)))
