@@ -194,6 +194,8 @@ class Bench:
                 log(f"{spec.key}: first {r['n']} log_metric calls after start-up: {r['rps']:.1f} req/s, p50 "
                     f"{r['p50_ms']:.1f} ms, p99 {r['p99_ms']:.1f} ms, {r['stalled_pct']:.0f} % > 35 ms")
             cells = [(m, k, n) for m in MODES for k in KINDS for n in p["clients"]] if full else VARIANT_CELLS
+            if self.args.cells:  # e.g. --cells client:log-metric/1,client:log-metric/8
+                cells = [c for c in cells if f"{c[0]}:{c[1]}/{c[2]}" in self.args.cells.split(",")]
             duration = p["duration"] if full else p["variant_duration"]
             warmup = p["warmup"] if full else p["variant_warmup"]
             # the server's database connections, as the database counts them (sampled every 50 ms)
@@ -301,6 +303,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-variants", action="store_true", help="skip the tuning variants")
     ap.add_argument("--no-artifacts", action="store_true", help="skip the artifact transfers")
     ap.add_argument("--only", default="", help="comma-separated contender/variant keys (e.g. stock,project)")
+    ap.add_argument("--cells", default="", help="comma-separated load cells to run, mode:kind/clients (e.g. "
+                                                "client:log-metric/1,client:log-metric/8); skips the program timing")
     ap.add_argument("--cpus", default=f"0-{(os.cpu_count() or 1) - 1}",
                     help="CPU list given to every server through taskset (the same budget for all)")
     ap.add_argument("--report-only", action="store_true", help="re-render RESULTS.md from results.json")
@@ -322,7 +326,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         try:
             b.run_servers()
-            b.run_program()
+            if not args.cells:  # --cells is a partial run: no program timing
+                b.run_program()
             if args.suite:
                 b.run_suite()
         finally:
