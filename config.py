@@ -32,6 +32,8 @@ from components.takeover import parse as parse_takeover
 from config_parsers import (  # noqa: F401 (NAMESPACE, SettingsError and the patterns are this module's API)
     CERT_ARN_RE, DB_SNAPSHOT_RE, HOSTED_ZONE_RE, HOSTNAME_RE, IMAGE_REF_RE, KMS_ARN_RE, NAMESPACE, SettingsError, _acu, _bool,
     _choice, _cidrs, _engine_version, _fail, _int_in, _int_one_of, _kms_key_arn, _name, _optional, _vpc_cidr)
+from config_parsers import EMAIL_RE, _alarms, _waf_rate_limit
+from components.monitoring import AlarmThresholds
 from config_rules import (  # noqa: F401 (used by program.py through this module)
     EngineLine, _check, check_certificate_region, check_zero_acu, engine_line)
 
@@ -186,6 +188,18 @@ SPECS: tuple[_Spec, ...] = (
           _optional(IMAGE_REF_RE, "empty (build from image/) or a digest reference "
                                   "<registry>/<repository>@sha256:<64 hex>"),
           None, "run this image, build nothing (promotion); required in prod"),
+    _Spec("alarms", "alarm_thresholds", _alarms, AlarmThresholds(),
+          "alarm thresholds in percent (docs/operations.md), any of: http5xxPercent (5), cpuPercent (85), "
+          "memoryPercent (85), spoolPercent (80), acuPercent (90), connectionsPercent (90)"),
+    _Spec("alarmEmail", "alarm_email", _optional(EMAIL_RE, "empty or an e-mail address"), None,
+          "e-mail address subscribed to the alarms topic (confirm the message SNS sends)"),
+    _Spec("albAccessLogs", "alb_access_logs", _bool, None,
+          "load balancer access logs to an S3 bucket (default: true in prod, false in dev)"),
+    _Spec("albAccessLogDays", "alb_access_log_days", _int_in(1, 3650, "days"), 90,
+          "days the load balancer access logs are kept"),
+    _Spec("wafRateLimit", "waf_rate_limit", _waf_rate_limit, 0,
+          "AWS WAF web ACL on the load balancer blocking a client IP above this many requests per 5 minutes "
+          "(basic auth has no lockout); 0 = no web ACL"),
 )
 
 KEYS: tuple[str, ...] = tuple(s.key for s in SPECS)
@@ -241,6 +255,11 @@ class Settings:
     log_retention_days: int
     ecr_images_kept: int
     image_ref: Optional[str]
+    alarm_thresholds: AlarmThresholds
+    alarm_email: Optional[str]
+    alb_access_logs: bool
+    alb_access_log_days: int
+    waf_rate_limit: int
 
     @property
     def is_prod(self) -> bool:

@@ -193,3 +193,52 @@ def _kms_key_arn(key: str, raw: Any) -> Optional[str]:
         raise _fail(key, raw, "a KMS key ARN, not an alias ARN (IAM grants on an alias ARN do not cover the key); "
                               f"find it with: aws kms describe-key --key-id alias/{alias} --query KeyMetadata.Arn")
     return value
+
+
+EMAIL_RE = re.compile(r"^[A-Za-z0-9.!#$%&'*+/=?^_`{|}~\-]+@[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+                      r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?)+$")
+"""An e-mail address SNS can subscribe (local part @ a dotted domain)."""
+
+
+def _alarms(key: str, raw: Any):
+    """The ``alarms`` object: some of :data:`components.monitoring.ALARM_KEYS`, each a percentage
+    above 0 and at most 100; keys not given keep their defaults."""
+    from components.monitoring import ALARM_KEYS, AlarmThresholds
+
+    allowed = ("an object with any of " + ", ".join(ALARM_KEYS) + ", each a percentage above 0 and at most 100 "
+               '(e.g. {"cpuPercent": 90}); unset keys keep their defaults')
+    items: Any = raw
+    if isinstance(raw, str):
+        try:
+            items = json.loads(raw) if raw.strip() else {}
+        except json.JSONDecodeError:
+            raise _fail(key, raw, allowed) from None
+    if not isinstance(items, dict):
+        raise _fail(key, raw, allowed)
+    values = {}
+    for name, value in items.items():
+        if name not in ALARM_KEYS:
+            raise _fail(key, raw, allowed + f"; {name!r} is not one of them")
+        try:
+            number = float(value) if not isinstance(value, bool) else math.nan
+        except (TypeError, ValueError):
+            number = math.nan
+        if not (math.isfinite(number) and 0 < number <= 100):
+            raise _fail(key, raw, allowed + f"; {name} = {value!r} is out of range")
+        values[ALARM_KEYS[name]] = number
+    return AlarmThresholds(**values)
+
+
+def _waf_rate_limit(key: str, raw: Any) -> int:
+    """0 (no web ACL) or an AWS WAF rate-based rule limit (requests per 5 minutes per client IP)."""
+    from components.monitoring import WAF_RATE_LIMIT_RANGE
+
+    lo, hi = WAF_RATE_LIMIT_RANGE
+    allowed = f"0 (off) or an integer from {lo} to {hi} (requests per 5 minutes per client IP)"
+    try:
+        value = _int_in(0, hi)(key, raw)
+    except SettingsError:
+        raise _fail(key, raw, allowed) from None
+    if 0 < value < lo:
+        raise _fail(key, raw, allowed)
+    return value

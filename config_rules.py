@@ -156,6 +156,9 @@ def _check(values: dict[str, Any]) -> None:
                     f"{engines_per_worker(jobs)} pools{' with enableJobExecution' if jobs else ''}); "
                     "or raise dbMaxAcu / lower serverWorkers") from None
 
+    if values["alb_access_logs"] is None:  # access logs follow the environment unless set
+        values["alb_access_logs"] = values["environment"] == "prod"
+
     _check_tls_and_prod(values)  # last: the settings a stack still lacks, after the wrong ones
 
 

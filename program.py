@@ -57,6 +57,8 @@ def server_args(settings: config.Settings, zones: list[str], region: str, accoun
         db_idle_release_seconds=s.db_idle_release_seconds,
         gc_older_than_days=s.gc_older_than_days, gc_schedule=s.gc_schedule, takeover=s.takeover,
         container_insights=s.is_prod, admin_username=s.admin_username,
+        alarm_thresholds=s.alarm_thresholds, alarm_email=s.alarm_email, alb_access_logs=s.alb_access_logs,
+        alb_access_log_days=s.alb_access_log_days, waf_rate_limit=s.waf_rate_limit,
         auth_default_permission=s.auth_default_permission, auth_cache_ttl_seconds=s.auth_cache_ttl_seconds,
         alb_scheme=s.alb_scheme, allowed_cidrs=s.allowed_cidrs, certificate_arn=s.certificate_arn,
         hosted_zone_id=s.hosted_zone_id, domain_name=s.domain_name, idle_timeout_seconds=s.idle_timeout_seconds, protect_data=s.protect_data,

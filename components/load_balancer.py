@@ -50,7 +50,8 @@ def build_load_balancer(name: str, *, parent: pulumi.Resource, vpc_id: pulumi.In
                         service_security_group_id: pulumi.Input[str], container_port: int,
                         allowed_cidrs: tuple[str, ...], certificate_arn: Optional[str],
                         hosted_zone_id: Optional[str], domain_name: Optional[str], idle_timeout_seconds: int,
-                        deletion_protection: bool, tags: dict[str, str]) -> LoadBalancerParts:
+                        deletion_protection: bool, tags: dict[str, str],
+                        access_logs_bucket: Optional[pulumi.Input[str]] = None) -> LoadBalancerParts:
     """Create the load balancer's resources as children of ``parent``, named ``<name>-...``."""
     child = pulumi.ResourceOptions(parent=parent)
     https = certificate_arn is not None or hosted_zone_id is not None
@@ -77,6 +78,9 @@ def build_load_balancer(name: str, *, parent: pulumi.Resource, vpc_id: pulumi.In
         f"{name}-alb", load_balancer_type="application", internal=internal, subnets=subnet_ids,
         security_groups=[alb_sg.id], idle_timeout=idle_timeout_seconds, drop_invalid_header_fields=True,
         enable_deletion_protection=deletion_protection, tags=tags,
+        # Access logs (ELB User Guide, "Access logs for your Application Load Balancer"): the bucket
+        # resolves once its delivery policy exists, which ELB checks when logging is turned on.
+        **({"access_logs": {"bucket": access_logs_bucket, "enabled": True}} if access_logs_bucket is not None else {}),
         **fitted_name(f"{name}-alb", 32, 6), opts=child)
     target_group = aws.lb.TargetGroup(
         f"{name}-tg", port=container_port, protocol="HTTP", target_type="ip", vpc_id=vpc_id,

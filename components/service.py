@@ -186,6 +186,8 @@ class ServiceArgs:
     """ALB deletion protection."""
     container_insights: bool = False
     """CloudWatch Container Insights on the ECS cluster (extra cost)."""
+    access_logs_bucket: Optional[pulumi.Input[str]] = None
+    """S3 bucket of the load balancer's access logs (:class:`components.monitoring.AlbAccessLogs`); ``None`` = off."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What the ECS service and the admin step must wait for besides their own resources: the
     database writer instance (``Database.ready``)."""
@@ -303,7 +305,8 @@ class Service(pulumi.ComponentResource):
             service_security_group_id=args.service_security_group_id, container_port=CONTAINER_PORT,
             allowed_cidrs=args.allowed_cidrs, certificate_arn=args.certificate_arn,
             hosted_zone_id=args.hosted_zone_id, domain_name=args.domain_name,
-            idle_timeout_seconds=args.idle_timeout_seconds, deletion_protection=args.deletion_protection, tags=tags)
+            idle_timeout_seconds=args.idle_timeout_seconds, deletion_protection=args.deletion_protection,
+            access_logs_bucket=args.access_logs_bucket, tags=tags)
 
         # --- task definition ---------------------------------------------------------------
         # The domain is the only name a certificate covers, so with one it is the only Host the
@@ -389,6 +392,9 @@ class Service(pulumi.ComponentResource):
 
         self.load_balancer_dns_name = lb.alb.dns_name
         self.load_balancer_arn = lb.alb.arn
+        self.load_balancer_arn_suffix = lb.alb.arn_suffix
+        self.target_group_arn_suffix = lb.target_group.arn_suffix
+        self.service_arn = service.arn
         self.tracking_uri = pulumi.Output.concat("https://" if lb.https else "http://", lb.host)
         self.admin_secret_arn = admin_secret.arn
         self.cluster_name = cluster.name

@@ -20,6 +20,7 @@ from components.artifact_store import ArtifactStore, ArtifactStoreArgs
 from components.container_image import ContainerImage, ContainerImageArgs
 from components.database import DEFAULT_ENGINE_VERSION, Database, DatabaseArgs
 from components.naming import check_resource_name
+from components.monitoring import AlarmThresholds, AlbAccessLogs, AlbAccessLogsArgs, Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.service import Service, ServiceArgs
 from components.takeover import Takeover
@@ -134,6 +135,17 @@ class MlflowTrackingServerArgs:
     """Tracking URI host and only allowed Host header (required with HTTPS)."""
     idle_timeout_seconds: int = 900
     """ALB idle timeout."""
+    # --- monitoring (components/monitoring.py, docs/operations.md) -------------------------------
+    alarm_thresholds: AlarmThresholds = AlarmThresholds()
+    """Percentages at which the alarms fire."""
+    alarm_email: Optional[str] = None
+    """E-mail address subscribed to the alarms topic."""
+    alb_access_logs: bool = False
+    """Load balancer access logs to an S3 bucket."""
+    alb_access_log_days: int = 90
+    """Days the access logs are kept."""
+    waf_rate_limit: int = 0
+    """WAF rate limit per client IP (requests per 5 minutes); 0 = no web ACL."""
     # --- protection ----------------------------------------------------------------------------
     protect_data: bool = True
     """Pulumi ``protect`` on the database cluster and instances, the bucket and the data secrets."""
@@ -215,6 +227,10 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             images_kept=args.ecr_images_kept, force_delete=not args.protect_data, protect=args.protect_data,
             tags=tags), opts=child)
 
+        access_logs = AlbAccessLogs(f"{name}-alb-logs", AlbAccessLogsArgs(
+            region=args.region, account_id=args.account_id, expire_days=args.alb_access_log_days,
+            protect=args.protect_data, tags=tags), opts=child) if args.alb_access_logs else None
+
         pool = args.pool()
         service = Service(f"{name}-service", ServiceArgs(
             vpc_id=network.vpc_id, public_subnet_ids=network.public_subnet_ids,
@@ -240,7 +256,17 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             alb_scheme=args.alb_scheme, allowed_cidrs=args.allowed_cidrs, certificate_arn=args.certificate_arn,
             hosted_zone_id=args.hosted_zone_id, domain_name=args.domain_name,
             idle_timeout_seconds=args.idle_timeout_seconds, deletion_protection=args.deletion_protection,
-            container_insights=args.container_insights, depends_on=database.ready, tags=tags), opts=child)
+            container_insights=args.container_insights, depends_on=database.ready,
+            access_logs_bucket=access_logs.bucket_name if access_logs else None, tags=tags), opts=child)
+
+        Monitoring(f"{name}-monitoring", MonitoringArgs(
+            region=args.region, account_id=args.account_id, load_balancer_arn=service.load_balancer_arn,
+            load_balancer_arn_suffix=service.load_balancer_arn_suffix,
+            target_group_arn_suffix=service.target_group_arn_suffix, cluster_name=service.cluster_name,
+            service_name=service.service_name, service_arn=service.service_arn,
+            db_cluster_identifier=database.cluster_identifier, db_connection_limit=pool.connection_limit,
+            container_insights=args.container_insights, min_tasks=args.min_tasks, thresholds=args.alarm_thresholds,
+            alarm_email=args.alarm_email, waf_rate_limit=args.waf_rate_limit, tags=tags), opts=child)
 
         self.tracking_uri = service.tracking_uri
         self.load_balancer_dns_name = service.load_balancer_dns_name

@@ -117,7 +117,12 @@ class Recorder(pulumi.runtime.Mocks):
         elif t == "random:index/randomId:RandomId":
             out.update(hex=_h(name), b64Std="x")
         elif t == "aws:lb/loadBalancer:LoadBalancer":
-            out.update(dnsName=f"{name}-{_h(name)}.{REGION}.elb.amazonaws.com", zoneId="Z32O12XQLNTSW2")
+            out.update(dnsName=f"{name}-{_h(name)}.{REGION}.elb.amazonaws.com", zoneId="Z32O12XQLNTSW2",
+                       arnSuffix=f"app/{name[:24]}/{_h(name, 16)}")
+            out["arn"] = f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:loadbalancer/{out['arnSuffix']}"
+        elif t == "aws:lb/targetGroup:TargetGroup":  # the CloudWatch dimensions are the ARN's suffix
+            out.update(arnSuffix=f"targetgroup/{name[:24]}/{_h(name, 16)}")
+            out["arn"] = f"arn:aws:elasticloadbalancing:{REGION}:{ACCOUNT}:{out['arnSuffix']}"
         elif t == "aws:cloudwatch/logGroup:LogGroup":
             lg = f"{name}-{_h(name)}"
             out.update(name=lg, arn=f"arn:aws:logs:{REGION}:{ACCOUNT}:log-group:{lg}")
@@ -141,7 +146,8 @@ class Recorder(pulumi.runtime.Mocks):
         elif t == "aws:rds/clusterParameterGroup:ClusterParameterGroup":
             stand_ins.cluster_parameter_group(inputs)
             out.setdefault("name", f"{name}-{_h(name)}")
-        elif t in ("aws:ecs/cluster:Cluster", "aws:ecs/service:Service", "aws:rds/subnetGroup:SubnetGroup"):
+        elif t in ("aws:ecs/cluster:Cluster", "aws:ecs/service:Service", "aws:rds/subnetGroup:SubnetGroup",
+                   "aws:cloudwatch/eventRule:EventRule", "aws:cloudwatch/metricAlarm:MetricAlarm"):
             out.setdefault("name", f"{name}-{_h(name)}")
         return rid, out
 

@@ -39,6 +39,13 @@ def env_of(r: Run) -> dict[str, str]:
     return {e["name"]: e["value"] for e in c["environment"]}
 
 
+def artifacts(r: Run, t: str = BUCKET):
+    """The artifact store's one resource of type ``t`` (prod also has the access log bucket)."""
+    found = [x for x in r.of_type(t) if x.name.startswith("mlflow-artifacts-")]
+    assert len(found) == 1, [x.name for x in r.of_type(t)]
+    return found[0]
+
+
 def tier_ids(r: Run, tier: str) -> list[str]:
     return sorted(s.id for s in r.of_type(SUBNET) if s.inputs["tags"]["tier"] == tier)
 
@@ -54,7 +61,7 @@ def test_outputs_are_the_shared_names_and_never_a_secret(stack):
     dns = r.one("aws:lb/loadBalancer:LoadBalancer").outputs["dnsName"]
     assert r.exports[outputs.LOAD_BALANCER_DNS] == dns
     assert r.exports[outputs.TRACKING_URI] == (f"https://{PROD_DOMAIN}" if name == "prod" else f"http://{dns}")
-    assert r.exports[outputs.ARTIFACT_BUCKET] == r.one(BUCKET).outputs["bucket"]
+    assert r.exports[outputs.ARTIFACT_BUCKET] == artifacts(r).outputs["bucket"]
     assert r.exports[outputs.DATABASE_ENDPOINT] == r.one(CLUSTER).outputs["endpoint"]
 
 
@@ -91,16 +98,16 @@ def test_tasks_run_in_private_subnets_without_public_ip(stack):
 
 def test_bucket_locked_down(stack):
     _, r = stack
-    bucket = r.one(BUCKET)
-    block = r.one("aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
+    bucket = artifacts(r)
+    block = artifacts(r, "aws:s3/bucketPublicAccessBlock:BucketPublicAccessBlock").inputs
     assert all(block[k] is True for k in ("blockPublicAcls", "blockPublicPolicy", "ignorePublicAcls",
                                           "restrictPublicBuckets"))
     assert block["bucket"] == bucket.id
-    assert r.one("aws:s3/bucketOwnershipControls:BucketOwnershipControls").inputs["rule"]["objectOwnership"] == \
+    assert artifacts(r, "aws:s3/bucketOwnershipControls:BucketOwnershipControls").inputs["rule"]["objectOwnership"] == \
         "BucketOwnerEnforced"
-    sse = r.one("aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
+    sse = artifacts(r, "aws:s3/bucketServerSideEncryptionConfiguration:BucketServerSideEncryptionConfiguration")
     assert sse.inputs["rules"][0]["applyServerSideEncryptionByDefault"]["sseAlgorithm"] in ("AES256", "aws:kms")
-    (deny,) = r.one("aws:s3/bucketPolicy:BucketPolicy").policy()["Statement"]
+    (deny,) = artifacts(r, "aws:s3/bucketPolicy:BucketPolicy").policy()["Statement"]
     assert deny["Effect"] == "Deny" and deny["Condition"] == {"Bool": {"aws:SecureTransport": "false"}}
 
 
@@ -131,11 +138,11 @@ def test_no_secret_value_in_any_resource_input_other_than_its_holders(stack):
 
 def test_task_role_scoped_to_the_bucket_prefix(stack):
     _, r = stack
-    bucket_arn = r.one(BUCKET).outputs["arn"]
+    bucket_arn = artifacts(r).outputs["arn"]
     statements = r.named("mlflow-service-task-policy").policy()["Statement"]
     resources = sorted(res for s in statements for res in s["Resource"])
     assert resources == sorted([bucket_arn, f"{bucket_arn}/artifacts/*"])
-    assert env_of(r)["MLFLOW_ARTIFACTS_DESTINATION"] == f"s3://{r.one(BUCKET).outputs['bucket']}/artifacts"
+    assert env_of(r)["MLFLOW_ARTIFACTS_DESTINATION"] == f"s3://{artifacts(r).outputs['bucket']}/artifacts"
 
 
 def test_execution_role_scoped_to_its_secrets_log_group_and_repository(stack):
@@ -176,7 +183,8 @@ def test_every_resource_belongs_to_the_component_tree(stack):
     assert root.parent.endswith("pulumi:pulumi:Stack::mlflow-tracking-" + stack[0])
     components = {x.type: x for x in r.resources if x.type.startswith("mlflowtracking:")}
     assert set(components) == {f"mlflowtracking:index:{t}" for t in (
-        "MlflowTrackingServer", "Network", "Database", "ArtifactStore", "ContainerImage", "Service")}
+        "MlflowTrackingServer", "Network", "Database", "ArtifactStore", "ContainerImage", "Service", "Monitoring",
+        *(["AlbAccessLogs"] if stack[0] == "prod" else []))}
     for comp in components.values():
         if comp is not root:
             assert comp.parent == root.urn and comp.name == f"mlflow-{comp.name.split('-', 1)[1]}"
@@ -236,13 +244,13 @@ def test_dev_builds_its_image_and_runs_that_digest(dev):
 
 def test_prod_keeps_its_data(prod):
     cluster = prod.one(CLUSTER)
-    assert cluster.protect and prod.one(BUCKET).protect
+    assert cluster.protect and artifacts(prod).protect
     assert all(i.protect for i in prod.of_type(INSTANCE))
     assert prod.named("mlflow-database-app-credentials").protect and prod.named("mlflow-service-admin").protect
     assert cluster.inputs["deletionProtection"] is True
     assert cluster.inputs["skipFinalSnapshot"] is False and cluster.inputs["finalSnapshotIdentifier"]
     assert cluster.inputs["backupRetentionPeriod"] == 14
-    assert prod.one(BUCKET).inputs["forceDestroy"] is False
+    assert artifacts(prod).inputs["forceDestroy"] is False
 
 
 def test_prod_is_highly_available(prod):

@@ -1,0 +1,404 @@
+"""Monitoring: the stack's alarms, their SNS topic, a dashboard, the load balancer's access logs
+and an optional WAF rate limit (docs/operations.md says what each alarm means and what to do).
+
+Two components, both children of ``MlflowTrackingServer``:
+
+- :class:`AlbAccessLogs` (created before the service, whose load balancer writes into it): an S3
+  bucket with what Elastic Load Balancing requires ("Enable access logs for your Application Load
+  Balancer", ELB User Guide): same region, SSE-S3 only (SSE-KMS is not supported), a bucket policy
+  letting the regional ELB account (regions available before August 2022) or the
+  ``logdelivery.elasticloadbalancing.amazonaws.com`` service principal (newer regions) put objects
+  under ``AWSLogs/<account>/``. Public access blocked, ``BucketOwnerEnforced``, TLS only, expiry.
+- :class:`Monitoring` (created after the service):
+
+  * one SNS topic, encrypted with a customer managed KMS key whose policy lets CloudWatch and
+    EventBridge use it: neither can publish to a topic encrypted with the AWS managed key
+    ``alias/aws/sns``, whose policy cannot be changed (SNS Developer Guide, "Encryption at rest",
+    compatibility with event sources from AWS services). The topic policy admits CloudWatch alarms
+    of this account and the deployment rule below. Optional e-mail subscription.
+  * alarms, every one with alarm and OK actions to the topic:
+    load balancer 5xx rate and target 5xx rate (metric math over ``RequestCount``), unhealthy
+    targets, running tasks below desired (Container Insights ``RunningTaskCount`` vs
+    ``DesiredTaskCount``; without Container Insights the target group's ``HealthyHostCount``
+    below the service's minimum), service CPU and memory (``AWS/ECS``), spool use (Container
+    Insights ``EphemeralStorageUtilized`` / ``EphemeralStorageReserved``, Fargate platform 1.4.0+;
+    only with Container Insights), Aurora ``ACUUtilization`` and ``DatabaseConnections`` of the
+    writer against the connection limit :mod:`components.sizing` estimates.
+  * an EventBridge rule sending this service's ``SERVICE_DEPLOYMENT_FAILED`` events ("ECS
+    Deployment State Change") to the topic.
+  * a CloudWatch dashboard with the same metrics.
+  * with ``waf_rate_limit``: a WAFv2 REGIONAL web ACL with one rate-based rule (requests per
+    5 minutes per client IP, the rest allowed) associated with the load balancer.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass, field, fields
+from typing import Any, Optional
+
+import pulumi
+import pulumi_aws as aws
+
+# --------------------------------------------------------------------------------------------
+# Thresholds
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AlarmThresholds:
+    """The ``alarms`` setting: percentages at which each alarm fires."""
+
+    http5xx_percent: float = 5
+    """Load balancer or target 5xx responses, percent of requests over 5 minutes (2 of 3 periods)."""
+    cpu_percent: float = 85
+    """Service average CPU (``AWS/ECS CPUUtilization``) for 15 minutes."""
+    memory_percent: float = 85
+    """Service average memory (``AWS/ECS MemoryUtilization``) for 15 minutes."""
+    spool_percent: float = 80
+    """Fullest task's ephemeral storage (the spool), 10 minutes."""
+    acu_percent: float = 90
+    """Writer's ``ACUUtilization`` (capacity as a percentage of dbMaxAcu) for 15 minutes."""
+    connections_percent: float = 90
+    """Writer's connections as a percentage of Aurora's estimated ``max_connections``, 10 minutes."""
+
+
+ALARM_KEYS: dict[str, str] = {
+    "http5xxPercent": "http5xx_percent", "cpuPercent": "cpu_percent", "memoryPercent": "memory_percent",
+    "spoolPercent": "spool_percent", "acuPercent": "acu_percent", "connectionsPercent": "connections_percent",
+}
+"""Keys of the ``alarms`` setting -> :class:`AlarmThresholds` fields."""
+assert set(ALARM_KEYS.values()) == {f.name for f in fields(AlarmThresholds)}
+
+WAF_RATE_LIMIT_RANGE = (10, 2_000_000_000)
+"""AWS WAF rate-based rule limit per evaluation window: at least 10 (WAF Developer Guide, "Rate-based
+rule high-level settings"), at most 2,000,000,000 (WAFV2 API, RateBasedStatement ``Limit``)."""
+WAF_WINDOW_SECONDS = 300
+
+# --------------------------------------------------------------------------------------------
+# Access log delivery (ELB User Guide, "Enable access logs for your Application Load Balancer")
+# --------------------------------------------------------------------------------------------
+
+ELB_ACCOUNTS: dict[str, str] = {
+    "us-east-1": "127311923021", "us-east-2": "033677994240", "us-west-1": "027434742980",
+    "us-west-2": "797873946194", "af-south-1": "098369216593", "ap-east-1": "754344448648",
+    "ap-southeast-3": "589379963580", "ap-south-1": "718504428378", "ap-northeast-3": "383597477331",
+    "ap-northeast-2": "600734575887", "ap-southeast-1": "114774131450", "ap-southeast-2": "783225319266",
+    "ap-northeast-1": "582318560864", "ca-central-1": "985666609251", "eu-central-1": "054676820928",
+    "eu-west-1": "156460612806", "eu-west-2": "652711504416", "eu-south-1": "635631232127",
+    "eu-west-3": "009996457667", "eu-north-1": "897822967062", "me-south-1": "076674570225",
+    "sa-east-1": "507241528517", "us-gov-west-1": "048591011584", "us-gov-east-1": "190560391635",
+    "cn-north-1": "638102146993", "cn-northwest-1": "037604701340",
+}
+"""Regions available before August 2022: the bucket policy names the regional Elastic Load Balancing
+account. Every later region: the ``logdelivery.elasticloadbalancing.amazonaws.com`` principal."""
+ELB_LOG_DELIVERY_SERVICE = "logdelivery.elasticloadbalancing.amazonaws.com"
+
+
+def elb_log_principal(region: str) -> dict[str, str]:
+    """Who delivers the region's ALB access logs, as a bucket policy ``Principal``."""
+    if region in ELB_ACCOUNTS:
+        partition = "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+        return {"AWS": f"arn:{partition}:iam::{ELB_ACCOUNTS[region]}:root"}
+    return {"Service": ELB_LOG_DELIVERY_SERVICE}
+
+
+@dataclass(frozen=True, kw_only=True)
+class AlbAccessLogsArgs:
+    region: str
+    account_id: str
+    expire_days: int = 90
+    """Days before a log object is deleted."""
+    protect: bool = True
+    """Pulumi ``protect`` on the bucket (and no ``force_destroy``)."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+
+class AlbAccessLogs(pulumi.ComponentResource):
+    bucket_name: pulumi.Output[str]
+    """The bucket, resolved only once its policy is in place (ELB writes a test object when access
+    logs are turned on and refuses the change if it cannot)."""
+    bucket_arn: pulumi.Output[str]
+
+    def __init__(self, name: str, args: AlbAccessLogsArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("mlflowtracking:index:AlbAccessLogs", name, None, opts)
+        if not 1 <= args.expire_days <= 3650:
+            raise ValueError(f"expire_days: 1 to 3650, got {args.expire_days!r}")
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+        bucket = aws.s3.Bucket(f"{name}-bucket", force_destroy=not args.protect, tags=tags,
+                               opts=pulumi.ResourceOptions(parent=self, protect=args.protect))
+        block = aws.s3.BucketPublicAccessBlock(f"{name}-public-access-block", bucket=bucket.id,
+                                               block_public_acls=True, block_public_policy=True,
+                                               ignore_public_acls=True, restrict_public_buckets=True, opts=child)
+        aws.s3.BucketOwnershipControls(f"{name}-ownership", bucket=bucket.id,
+                                       rule={"object_ownership": "BucketOwnerEnforced"}, opts=child)
+        # Access logs support SSE-S3 only (ELB User Guide, "Enable access logs", bucket requirements).
+        aws.s3.BucketServerSideEncryptionConfiguration(
+            f"{name}-encryption", bucket=bucket.id,
+            rules=[{"apply_server_side_encryption_by_default": {"sse_algorithm": "AES256"}}], opts=child)
+        aws.s3.BucketLifecycleConfiguration(f"{name}-lifecycle", bucket=bucket.id, rules=[
+            {"id": "expire-access-logs", "status": "Enabled", "filter": {}, "expiration": {"days": args.expire_days}},
+            {"id": "abort-incomplete-multipart-uploads", "status": "Enabled", "filter": {},
+             "abort_incomplete_multipart_upload": {"days_after_initiation": 7}},
+        ], opts=child)
+        policy = aws.s3.BucketPolicy(f"{name}-policy", bucket=bucket.id, policy=pulumi.Output.json_dumps({
+            "Version": "2012-10-17",
+            "Statement": [
+                {"Sid": "ElbLogDelivery", "Effect": "Allow", "Principal": elb_log_principal(args.region),
+                 "Action": "s3:PutObject",
+                 "Resource": pulumi.Output.concat(bucket.arn, f"/AWSLogs/{args.account_id}/*")},
+                {"Sid": "DenyInsecureTransport", "Effect": "Deny", "Principal": "*", "Action": "s3:*",
+                 "Resource": [bucket.arn, pulumi.Output.concat(bucket.arn, "/*")],
+                 "Condition": {"Bool": {"aws:SecureTransport": "false"}}},
+            ]}), opts=pulumi.ResourceOptions(parent=self, depends_on=[block]))
+        self.bucket_name = pulumi.Output.all(bucket.bucket, policy.id).apply(lambda v: v[0])
+        self.bucket_arn = bucket.arn
+        self.register_outputs({"bucketName": self.bucket_name})
+
+
+# --------------------------------------------------------------------------------------------
+# Alarms, topic, dashboard, WAF
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, kw_only=True)
+class MonitoringArgs:
+    region: str
+    account_id: str
+    load_balancer_arn: pulumi.Input[str]
+    load_balancer_arn_suffix: pulumi.Input[str]
+    """``app/<name>/<id>``: the ``LoadBalancer`` dimension."""
+    target_group_arn_suffix: pulumi.Input[str]
+    """``targetgroup/<name>/<id>``: the ``TargetGroup`` dimension."""
+    cluster_name: pulumi.Input[str]
+    service_name: pulumi.Input[str]
+    service_arn: pulumi.Input[str]
+    db_cluster_identifier: pulumi.Input[str]
+    db_connection_limit: int
+    """Aurora's estimated ``max_connections`` at dbMaxAcu (:func:`components.sizing.aurora_connection_limit`)."""
+    container_insights: bool
+    min_tasks: int
+    thresholds: AlarmThresholds = AlarmThresholds()
+    alarm_email: Optional[str] = None
+    waf_rate_limit: int = 0
+    """Requests per 5 minutes per client IP; 0 = no web ACL."""
+    tags: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for f in fields(AlarmThresholds):
+            value = getattr(self.thresholds, f.name)
+            if not 0 < value <= 100:
+                raise ValueError(f"thresholds.{f.name}: above 0, at most 100, got {value!r}")
+        if self.waf_rate_limit and not WAF_RATE_LIMIT_RANGE[0] <= self.waf_rate_limit <= WAF_RATE_LIMIT_RANGE[1]:
+            raise ValueError(f"waf_rate_limit: 0 or {WAF_RATE_LIMIT_RANGE[0]} to {WAF_RATE_LIMIT_RANGE[1]}, "
+                             f"got {self.waf_rate_limit!r}")
+        if self.db_connection_limit < 1:
+            raise ValueError(f"db_connection_limit: at least 1, got {self.db_connection_limit!r}")
+
+    @property
+    def connections_threshold(self) -> int:
+        return max(1, math.ceil(self.db_connection_limit * self.thresholds.connections_percent / 100))
+
+
+ALB, ECS, INSIGHTS, RDS = "AWS/ApplicationELB", "AWS/ECS", "ECS/ContainerInsights", "AWS/RDS"
+
+
+def _metric(qid: str, namespace: str, name: str, dims: dict[str, Any], stat: str, period: int) -> dict[str, Any]:
+    return {"id": qid, "return_data": False,
+            "metric": {"namespace": namespace, "metric_name": name, "dimensions": dims, "stat": stat, "period": period}}
+
+
+def _expression(qid: str, expression: str, label: str) -> dict[str, Any]:
+    return {"id": qid, "expression": expression, "label": label, "return_data": True}
+
+
+class Monitoring(pulumi.ComponentResource):
+    topic_arn: pulumi.Output[str]
+    alarm_names: dict[str, pulumi.Output[str]]
+    """Alarm key (``alb-5xx``, ``cpu``, ...) -> alarm name."""
+    dashboard_name: pulumi.Output[str]
+    web_acl_arn: Optional[pulumi.Output[str]]
+
+    def __init__(self, name: str, args: MonitoringArgs, opts: Optional[pulumi.ResourceOptions] = None) -> None:
+        super().__init__("mlflowtracking:index:Monitoring", name, None, opts)
+        child = pulumi.ResourceOptions(parent=self)
+        tags = dict(args.tags)
+        t = args.thresholds
+
+        # --- the topic -----------------------------------------------------------------------
+        key = aws.kms.Key(
+            f"{name}-topic-key", description="MLflow alarms topic (CloudWatch and EventBridge publish)",
+            enable_key_rotation=True, deletion_window_in_days=7, tags=tags,
+            policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": [
+                {"Sid": "AccountAdministers", "Effect": "Allow",
+                 "Principal": {"AWS": f"arn:aws:iam::{args.account_id}:root"}, "Action": "kms:*", "Resource": "*"},
+                {"Sid": "AlarmAndEventPublishers", "Effect": "Allow",
+                 "Principal": {"Service": ["cloudwatch.amazonaws.com", "events.amazonaws.com"]},
+                 "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*"},
+            ]}), opts=child)
+        topic = aws.sns.Topic(f"{name}-alarms", kms_master_key_id=key.arn, tags=tags, opts=child)
+        rule = aws.cloudwatch.EventRule(
+            f"{name}-deploy-failed", description="ECS deployment of the MLflow service failed",
+            event_pattern=pulumi.Output.json_dumps({
+                "source": ["aws.ecs"], "detail-type": ["ECS Deployment State Change"],
+                "resources": [args.service_arn], "detail": {"eventName": ["SERVICE_DEPLOYMENT_FAILED"]}}),
+            tags=tags, opts=child)
+        topic_policy = aws.sns.TopicPolicy(f"{name}-alarms-policy", arn=topic.arn, policy=pulumi.Output.json_dumps({
+            "Version": "2012-10-17", "Statement": [
+                {"Sid": "AccountOwns", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{args.account_id}:root"},
+                 "Action": ["sns:GetTopicAttributes", "sns:SetTopicAttributes", "sns:AddPermission",
+                            "sns:RemovePermission", "sns:DeleteTopic", "sns:Subscribe", "sns:ListSubscriptionsByTopic",
+                            "sns:Publish"], "Resource": topic.arn},
+                {"Sid": "CloudWatchAlarms", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
+                 "Action": "sns:Publish", "Resource": topic.arn,
+                 "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:{args.region}:{args.account_id}:alarm:*"},
+                               "StringEquals": {"aws:SourceAccount": args.account_id}}},
+                {"Sid": "DeploymentFailedRule", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
+                 "Action": "sns:Publish", "Resource": topic.arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule.arn}}},
+            ]}), opts=child)
+        aws.cloudwatch.EventTarget(f"{name}-deploy-failed-target", rule=rule.name, arn=topic.arn,
+                                   opts=pulumi.ResourceOptions(parent=self, depends_on=[topic_policy]))
+        if args.alarm_email:
+            aws.sns.TopicSubscription(f"{name}-alarms-email", topic=topic.arn, protocol="email",
+                                      endpoint=args.alarm_email, opts=child)
+
+        # --- the alarms ----------------------------------------------------------------------
+        lb = {"LoadBalancer": args.load_balancer_arn_suffix}
+        tg = {"TargetGroup": args.target_group_arn_suffix, "LoadBalancer": args.load_balancer_arn_suffix}
+        svc = {"ClusterName": args.cluster_name, "ServiceName": args.service_name}
+        writer = {"DBClusterIdentifier": args.db_cluster_identifier, "Role": "WRITER"}
+        actions = [topic.arn]
+        self.alarm_names = {}
+
+        def alarm(key_: str, description: str, *, threshold: float, comparison: str, periods: int,
+                  datapoints: Optional[int] = None, missing: str = "notBreaching", **metric: Any) -> None:
+            a = aws.cloudwatch.MetricAlarm(
+                f"{name}-{key_}", alarm_description=description, comparison_operator=comparison,
+                threshold=threshold, evaluation_periods=periods, datapoints_to_alarm=datapoints or periods,
+                treat_missing_data=missing, alarm_actions=actions, ok_actions=actions, tags=tags, **metric,
+                opts=pulumi.ResourceOptions(parent=self, depends_on=[topic_policy]))
+            self.alarm_names[key_] = a.name
+
+        def rate(code_metric: str, dims: dict[str, Any]) -> list[dict[str, Any]]:
+            # Percent of requests; ELB 5xx with no request counted (no target chosen) counts as 100 %.
+            return [
+                _metric("errors", ALB, code_metric, dims, "Sum", 300),
+                _metric("requests", ALB, "RequestCount", lb, "Sum", 300),
+                _expression("rate", "IF(FILL(requests, 0) > 0, 100 * FILL(errors, 0) / FILL(requests, 0), "
+                                    "100 * (FILL(errors, 0) > 0))", f"{code_metric} % of RequestCount"),
+            ]
+
+        gt, ge, lt = "GreaterThanThreshold", "GreaterThanOrEqualToThreshold", "LessThanThreshold"
+        alarm("alb-5xx", f"Load balancer 5xx responses above {t.http5xx_percent:g}% of requests",
+              threshold=t.http5xx_percent, comparison=gt, periods=3, datapoints=2,
+              metric_queries=rate("HTTPCode_ELB_5XX_Count", lb))
+        alarm("target-5xx", f"MLflow (target) 5xx responses above {t.http5xx_percent:g}% of requests",
+              threshold=t.http5xx_percent, comparison=gt, periods=3, datapoints=2,
+              metric_queries=rate("HTTPCode_Target_5XX_Count", tg))
+        alarm("unhealthy-hosts", "A target of the MLflow target group failed its health checks for 5 minutes",
+              threshold=0, comparison=gt, periods=5, namespace=ALB, metric_name="UnHealthyHostCount",
+              dimensions=tg, statistic="Maximum", period=60)
+        if args.container_insights:
+            alarm("tasks-below-desired", "Fewer MLflow tasks running than desired for 20 minutes",
+                  threshold=0, comparison=gt, periods=4, missing="breaching", metric_queries=[
+                      _metric("running", INSIGHTS, "RunningTaskCount", svc, "Average", 300),
+                      _metric("desired", INSIGHTS, "DesiredTaskCount", svc, "Average", 300),
+                      _expression("missing", "FILL(desired, 0) - FILL(running, 0)", "desired - running tasks")])
+            alarm("spool", f"A task's ephemeral storage (the artifact spool) above {t.spool_percent:g}%",
+                  threshold=t.spool_percent, comparison=gt, periods=2, metric_queries=[
+                      _metric("used", INSIGHTS, "EphemeralStorageUtilized", svc, "Maximum", 300),
+                      _metric("reserved", INSIGHTS, "EphemeralStorageReserved", svc, "Maximum", 300),
+                      _expression("spool", "100 * used / reserved", "ephemeral storage used %")])
+        elif args.min_tasks > 0:
+            alarm("tasks-below-desired", f"Fewer than {args.min_tasks} healthy MLflow targets for 20 minutes",
+                  threshold=args.min_tasks, comparison=lt, periods=4, missing="breaching", namespace=ALB,
+                  metric_name="HealthyHostCount", dimensions=tg, statistic="Minimum", period=300)
+        alarm("cpu", f"MLflow service CPU above {t.cpu_percent:g}% for 15 minutes", threshold=t.cpu_percent,
+              comparison=gt, periods=3, namespace=ECS, metric_name="CPUUtilization", dimensions=svc,
+              statistic="Average", period=300)
+        alarm("memory", f"MLflow service memory above {t.memory_percent:g}% for 15 minutes",
+              threshold=t.memory_percent, comparison=gt, periods=3, namespace=ECS, metric_name="MemoryUtilization",
+              dimensions=svc, statistic="Average", period=300)
+        alarm("db-acu", f"Aurora writer above {t.acu_percent:g}% of dbMaxAcu for 15 minutes",
+              threshold=t.acu_percent, comparison=gt, periods=3, namespace=RDS, metric_name="ACUUtilization",
+              dimensions=writer, statistic="Average", period=300)
+        alarm("db-connections", f"Aurora writer connections at {t.connections_percent:g}% of its estimated "
+                                f"max_connections ({args.connections_threshold} of {args.db_connection_limit})",
+              threshold=args.connections_threshold, comparison=ge, periods=2, namespace=RDS,
+              metric_name="DatabaseConnections", dimensions=writer, statistic="Maximum", period=300)
+
+        # --- the dashboard -------------------------------------------------------------------
+        region = args.region
+
+        def graph(title: str, metrics: list, y_max: Optional[float] = None, x: int = 0, y: int = 0,
+                  annotations: Optional[list] = None) -> dict[str, Any]:
+            props: dict[str, Any] = {"title": title, "region": region, "view": "timeSeries", "stacked": False,
+                                     "period": 300, "metrics": metrics}
+            if y_max is not None:
+                props["yAxis"] = {"left": {"min": 0, "max": y_max}}
+            if annotations:
+                props["annotations"] = {"horizontal": annotations}
+            return {"type": "metric", "x": x, "y": y, "width": 12, "height": 6, "properties": props}
+
+        def line(value: float, label: str) -> dict[str, Any]:
+            return {"value": value, "label": label}
+
+        alb_sfx, tg_sfx = args.load_balancer_arn_suffix, args.target_group_arn_suffix
+        cl, sv, dbc = args.cluster_name, args.service_name, args.db_cluster_identifier
+        widgets = [
+            graph("Requests and 5xx", [
+                [ALB, "RequestCount", "LoadBalancer", alb_sfx, {"stat": "Sum", "id": "req"}],
+                [ALB, "HTTPCode_ELB_5XX_Count", "LoadBalancer", alb_sfx, {"stat": "Sum", "id": "elb5xx"}],
+                [ALB, "HTTPCode_Target_5XX_Count", "TargetGroup", tg_sfx, "LoadBalancer", alb_sfx,
+                 {"stat": "Sum", "id": "t5xx"}]], x=0, y=0),
+            graph("Targets", [
+                [ALB, "HealthyHostCount", "TargetGroup", tg_sfx, "LoadBalancer", alb_sfx, {"stat": "Minimum"}],
+                [ALB, "UnHealthyHostCount", "TargetGroup", tg_sfx, "LoadBalancer", alb_sfx, {"stat": "Maximum"}],
+                [ALB, "TargetResponseTime", "TargetGroup", tg_sfx, "LoadBalancer", alb_sfx,
+                 {"stat": "p95", "yAxis": "right"}]], x=12, y=0),
+            graph("Service CPU and memory (%)", [
+                [ECS, "CPUUtilization", "ClusterName", cl, "ServiceName", sv, {"stat": "Average"}],
+                [ECS, "MemoryUtilization", "ClusterName", cl, "ServiceName", sv, {"stat": "Average"}]],
+                y_max=100, x=0, y=6, annotations=[line(t.cpu_percent, "cpu alarm"), line(t.memory_percent, "memory alarm")]),
+            graph("Aurora writer", [
+                [RDS, "ACUUtilization", "DBClusterIdentifier", dbc, "Role", "WRITER", {"stat": "Average"}],
+                [RDS, "DatabaseConnections", "DBClusterIdentifier", dbc, "Role", "WRITER",
+                 {"stat": "Maximum", "yAxis": "right"}]], x=12, y=6,
+                annotations=[line(t.acu_percent, "ACU alarm (%)")]),
+        ]
+        if args.container_insights:
+            widgets.append(graph("Tasks", [
+                [INSIGHTS, "DesiredTaskCount", "ClusterName", cl, "ServiceName", sv, {"stat": "Average"}],
+                [INSIGHTS, "RunningTaskCount", "ClusterName", cl, "ServiceName", sv, {"stat": "Average"}]], x=0, y=12))
+            widgets.append(graph("Spool: fullest task's ephemeral storage (%)", [
+                [{"expression": "100 * used / reserved", "label": "used %", "id": "spool"}],
+                [INSIGHTS, "EphemeralStorageUtilized", "ClusterName", cl, "ServiceName", sv,
+                 {"stat": "Maximum", "id": "used", "visible": False}],
+                [INSIGHTS, "EphemeralStorageReserved", "ClusterName", cl, "ServiceName", sv,
+                 {"stat": "Maximum", "id": "reserved", "visible": False}]],
+                y_max=100, x=12, y=12, annotations=[line(t.spool_percent, "spool alarm")]))
+        dashboard_name = re.sub(r"[^A-Za-z0-9_-]", "-", f"{pulumi.get_project()}-{pulumi.get_stack()}-{name}")[:255]
+        dashboard = aws.cloudwatch.Dashboard(f"{name}-dashboard", dashboard_name=dashboard_name,
+                                             dashboard_body=pulumi.Output.json_dumps({"widgets": widgets}), opts=child)
+
+        # --- WAF -------------------------------------------------------------------------------
+        self.web_acl_arn = None
+        if args.waf_rate_limit:
+            visibility = {"cloudwatch_metrics_enabled": True, "sampled_requests_enabled": True}
+            acl = aws.wafv2.WebAcl(
+                f"{name}-waf", scope="REGIONAL", description="MLflow: per-IP rate limit (basic auth has no lockout)",
+                default_action={"allow": {}},
+                rules=[{"name": "rate-limit-per-ip", "priority": 0, "action": {"block": {}},
+                        "statement": {"rate_based_statement": {"limit": args.waf_rate_limit, "aggregate_key_type": "IP",
+                                                               "evaluation_window_sec": WAF_WINDOW_SECONDS}},
+                        "visibility_config": {**visibility, "metric_name": "mlflow-rate-limit-per-ip"}}],
+                visibility_config={**visibility, "metric_name": "mlflow-web-acl"}, tags=tags, opts=child)
+            aws.wafv2.WebAclAssociation(f"{name}-waf-alb", resource_arn=args.load_balancer_arn,
+                                        web_acl_arn=acl.arn, opts=child)
+            self.web_acl_arn = acl.arn
+
+        self.topic_arn = topic.arn
+        self.dashboard_name = dashboard.dashboard_name
+        self.register_outputs({"topicArn": self.topic_arn, "dashboardName": self.dashboard_name})
