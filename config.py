@@ -98,6 +98,9 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("vpcCidr", "vpc_cidr", _vpc_cidr, "10.0.0.0/16", "the VPC's IPv4 range"),
     _Spec("natMode", "nat_mode", _choice("none", "single", "perAz"), "single",
           "NAT gateways: none (interface VPC endpoints instead), single, perAz"),
+    _Spec("networkImplementation", "network_implementation", _choice("awsx", "legacy"), "awsx",
+          "awsx (awsx.ec2.Vpc; adopts a stack's hand-built network in place) or legacy (keep the hand-built "
+          "resources): docs/upgrading.md, The network on awsx"),
     _Spec("dbEngine", "db_engine", _choice("mysql", "postgresql"), "mysql", "Aurora engine"),
     _Spec("dbEngineVersion", "db_engine_version", _engine_version, None,
           "Aurora major line (newest minor resolved at preview) or exact version "
@@ -214,6 +217,7 @@ class Settings:
     az_count: int
     vpc_cidr: str
     nat_mode: str
+    network_implementation: str
     db_engine: str
     db_engine_version: str
     db_min_acu: float

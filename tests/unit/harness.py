@@ -20,7 +20,7 @@ import pulumi
 import yaml
 from pulumi.runtime.mocks import MockMonitor
 
-from tests.unit import stand_ins
+from tests.unit import fake_awsx, stand_ins
 
 ROOT = Path(__file__).resolve().parents[2]
 PROJECT = "mlflow-tracking"
@@ -71,9 +71,14 @@ class Recorder(pulumi.runtime.Mocks):
     def __init__(self) -> None:
         self.resources: dict[str, Res] = {}
         self.calls: list[tuple[str, dict]] = []
+        self.awsx_children: list[fake_awsx.Child] = []
+        """What the awsx provider would create for an ``awsx:ec2:Vpc`` (see ``fake_awsx.py``)."""
+        self._awsx_pending: dict[str, tuple[str, dict]] = {}
 
     def new_resource(self, args: pulumi.runtime.MockResourceArgs):
         t, name, inputs = args.typ, args.name, dict(args.inputs)
+        if t == fake_awsx.VPC_TYPE:  # computed by RecordingMonitor, which knows the parent's URN
+            return self._awsx_pending.pop(name)
         out: dict[str, Any] = dict(inputs)
         rid = f"{name}-id"
         svc = t.split(":")[1].split("/")[0] if ":" in t else "x"
@@ -184,6 +189,8 @@ class RecordingMonitor(MockMonitor):
         self.recorder = recorder
 
     def RegisterResource(self, request):
+        if request.type == fake_awsx.VPC_TYPE:
+            self._awsx_vpc(request)
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             urn = self.make_urn(request.parent, request.type, request.name)
@@ -199,6 +206,20 @@ class RecordingMonitor(MockMonitor):
                 custom_timeouts={k: v for k in ("create", "update", "delete")
                                  if (v := getattr(request.customTimeouts, k, ""))})
         return response
+
+    def _awsx_vpc(self, request) -> None:
+        urn = self.make_urn(request.parent, request.type, request.name)
+        inputs = _unwrap(pulumi.runtime.rpc.deserialize_properties(request.object))
+        transforms = pulumi.runtime.mocks._resolve_callbacks(request.transforms)
+
+        def urn_of(resource: Any) -> str:
+            return next(r.urn for r in self.recorder.resources.values()
+                        if r.type == resource._type and r.name == resource._name)
+        state, children = fake_awsx.build(urn, request.name, inputs, transforms, self.make_urn, urn_of)
+        for c in children:
+            self.resources[c.urn] = MockMonitor.ResourceRegistration(c.urn, c.id, fake_awsx.state_of(c))
+        self.recorder.awsx_children.extend(children)
+        self.recorder._awsx_pending[request.name] = (f"{request.name}-id", state)
 
 
 _SECRET_SIG = "4dabf18193072939515e22adb298388d"
@@ -229,7 +250,12 @@ class Run:
     recorder: Recorder
 
     def of_type(self, t: str) -> list[Res]:
-        return [r for r in self.resources if r.type == t]
+        """The resources of type ``t``, with the children the awsx stand-in reports for an
+        ``awsx:ec2:Vpc`` (the subnets, route tables, NAT gateways the awsx provider creates; not
+        in :attr:`resources`, which holds the program's own registrations)."""
+        return [r for r in self.resources if r.type == t] + [
+            Res(urn=c.urn, type=c.type, name=c.name, inputs=c.inputs, outputs=fake_awsx.state_of(c), parent=c.parent,
+                id=c.id) for c in self.recorder.awsx_children if c.type == t]
 
     def one(self, t: str) -> Res:
         found = self.of_type(t)
