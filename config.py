@@ -29,6 +29,8 @@ from components.gc_schedule import check_schedule
 from components.service import FARGATE_MEMORY, LOG_RETENTION_DAYS
 from components.takeover import Takeover
 from components.takeover import parse as parse_takeover
+from components.work_hours import WorkHours
+from components.work_hours import parse as parse_work_hours
 from config_parsers import (  # noqa: F401 (NAMESPACE, SettingsError and the patterns are this module's API)
     CERT_ARN_RE, DB_SNAPSHOT_RE, HOSTED_ZONE_RE, HOSTNAME_RE, IMAGE_REF_RE, KMS_ARN_RE, NAMESPACE, SettingsError, _acu, _bool,
     _choice, _cidrs, _engine_version, _fail, _int_in, _int_one_of, _kms_key_arn, _name, _optional, _vpc_cidr)
@@ -48,6 +50,14 @@ def _gc_schedule(key: str, raw: Any) -> str:
         raise _fail(key, raw, f"a recurring EventBridge Scheduler expression in UTC: cron(minutes hours "
                               f"day-of-month month day-of-week year) with ? in one day field, or rate(N hours|days) "
                               f"of an hour or more (e.g. {GC_DEFAULT_SCHEDULE})") from None
+
+
+def _work_hours(key: str, raw: Any) -> Optional[WorkHours]:
+    """When the tasks run (components.work_hours.parse)."""
+    try:
+        return parse_work_hours(raw)
+    except ValueError as e:
+        raise _fail(key, raw, str(e)) from None
 
 
 def _takeover(key: str, raw: Any) -> Optional[Takeover]:
@@ -98,9 +108,9 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("vpcCidr", "vpc_cidr", _vpc_cidr, "10.0.0.0/16", "the VPC's IPv4 range"),
     _Spec("natMode", "nat_mode", _choice("none", "single", "perAz"), "single",
           "NAT gateways: none (interface VPC endpoints instead), single, perAz"),
-    _Spec("networkImplementation", "network_implementation", _choice("awsx", "legacy"), "awsx",
-          "awsx (awsx.ec2.Vpc; adopts a stack's hand-built network in place) or legacy (keep the hand-built "
-          "resources): docs/upgrading.md, The network on awsx"),
+    _Spec("taskSubnets", "task_subnets", _choice("private", "public"), "private",
+          "where the server, admin and gc tasks run: private (no public IP; ECR, Logs, Secrets Manager through NAT "
+          "or interface endpoints) or public (a public IP each, no NAT needed; only the load balancer may connect)"),
     _Spec("dbEngine", "db_engine", _choice("mysql", "postgresql"), "mysql", "Aurora engine"),
     _Spec("dbEngineVersion", "db_engine_version", _engine_version, None,
           "Aurora major line (newest minor resolved at preview) or exact version "
@@ -152,6 +162,10 @@ SPECS: tuple[_Spec, ...] = (
           "autoscaling maximum (autoscaling is on when maxTasks > minTasks)"),
     _Spec("cpuTargetPercent", "cpu_target_percent", _int_in(10, 90, "percent"), 60,
           "target average CPU for autoscaling"),
+    _Spec("schedule", "schedule", _work_hours, None,
+          "run the tasks only in working hours (docs/cost.md): {days, start, stop, timeZone}, e.g. "
+          "{days: MON-FRI, start: \"08:00\", stop: \"19:00\", timeZone: Europe/Berlin}; outside them the load "
+          "balancer answers 503; unset = always"),
     _Spec("serverWorkers", "server_workers", _int_in(1, 16, "uvicorn workers per task"), 2,
           "uvicorn workers per task (MLFLOW_WORKERS); sizes the database pools"),
     _Spec("enableJobExecution", "enable_job_execution", _bool, False,
@@ -217,7 +231,8 @@ class Settings:
     az_count: int
     vpc_cidr: str
     nat_mode: str
-    network_implementation: str
+    task_subnets: str
+    schedule: Optional[WorkHours]
     db_engine: str
     db_engine_version: str
     db_min_acu: float

@@ -39,7 +39,8 @@ def server_args(settings: config.Settings, zones: list[str], region: str, accoun
     s = settings
     return MlflowTrackingServerArgs(
         availability_zones=tuple(zones[: s.az_count]), region=region, account_id=account_id,
-        vpc_cidr=s.vpc_cidr, nat_mode=s.nat_mode, network_implementation=s.network_implementation,
+        vpc_cidr=s.vpc_cidr, nat_mode=s.nat_mode,
+        task_subnets=s.task_subnets, work_hours=s.schedule,
         db_engine=s.db_engine, db_engine_version=engine.version,
         db_parameter_group_family=engine.parameter_group_family, db_min_acu=s.db_min_acu,
         db_max_acu=s.db_max_acu, db_auto_pause_seconds=s.db_auto_pause_seconds, db_reader=s.db_reader,

@@ -5,9 +5,10 @@ run (:class:`components.admin_task.DatabaseAdminRun`, which the ECS service wait
 The task definition: the server's image with the command ``admin``, a small Fargate size of its
 own, the same CPU architecture, the spool volume (20 GiB of default ephemeral storage is plenty),
 its own family (``<project>-<stack>-<name>-admin``) and log stream prefix. The run uses the
-service's cluster, private subnets and security group: the database's security group already
-admits that group on the engine port, and it reaches ECR, Secrets Manager and CloudWatch Logs on
-443 (through NAT or the interface endpoints), so the step needs no network rule of its own.
+service's cluster, task subnets (``taskSubnets``: private, or public with a public IP) and security
+group: the database's security group already admits that group on the engine port, and it reaches
+ECR, Secrets Manager and CloudWatch Logs on 443 (through NAT, the interface endpoints or, public,
+the internet gateway), so the step needs no network rule of its own.
 
 Rotation, per secret (README "Database users"):
 
@@ -86,7 +87,8 @@ def build_admin_step(name: str, args: "ServiceArgs", *, parent: pulumi.Resource,
     )
     run = DatabaseAdminRun(
         f"{name}-dbadmin-run", region=args.region, cluster=cluster_arn, task_definition=task.arn,
-        subnets=args.private_subnet_ids, security_groups=[args.service_security_group_id],
+        subnets=args.task_subnet_ids, assign_public_ip=args.assign_public_ip,
+        security_groups=[args.service_security_group_id],
         container_name=ADMIN_CONTAINER_NAME, log_group=log_group.name, log_stream_prefix=ADMIN_LOG_PREFIX,
         timeout_seconds=args.admin_timeout_seconds, db_cluster=args.db_cluster_identifier,
         server_task_definition=server_task_definition_arn,

@@ -6,8 +6,8 @@ read/write on the tracking and auth databases, sets its password from its secret
 storing one the first time) and upgrades both schemas under the schema lock. Exit 0 = done.
 
 How it runs (this module): :class:`DatabaseAdminRun`, a dynamic resource, calls ECS ``RunTask`` for
-the admin task definition (Fargate, the service's private subnets and security group, no public
-IP, the service's cluster), then polls ``DescribeTasks`` every :data:`POLL_SECONDS` until the task
+the admin task definition (Fargate, the service's task subnets and security group, a public IP
+only with ``assign_public_ip`` (``taskSubnets: public``), the service's cluster), then polls ``DescribeTasks`` every :data:`POLL_SECONDS` until the task
 is STOPPED, at most ``timeout_seconds`` (default :data:`DEFAULT_TIMEOUT_SECONDS`). It succeeds only
 when the admin container's ``exitCode`` is 0; otherwise it raises with the exit code (or, for a
 task that never started, ECS's ``stopCode``/``stoppedReason``) and the last :data:`LOG_LINES` lines
@@ -71,7 +71,7 @@ UNKNOWN = "04da6b54-80e4-46f7-96ec-b56ff0331ba9"
 RERUN_ON = ("task_definition", "cluster", "db_cluster")
 """Inputs whose change runs the step again."""
 RECORDED = ("server_task_definition", "region", "subnets", "security_groups", "container_name", "log_group", "log_stream_prefix",
-            "timeout_seconds")
+            "timeout_seconds", "assign_public_ip")
 """Inputs whose change is recorded without a run (the engine's ``__provider`` blob is neither)."""
 
 ClientsFor = Callable[[str], Any]
@@ -124,7 +124,7 @@ def run_admin_task(ecs: Any, logs: Any, props: dict[str, Any], *, clock: Callabl
             platformVersion="LATEST", count=1, startedBy="pulumi-db-admin",
             networkConfiguration={"awsvpcConfiguration": {
                 "subnets": list(props["subnets"]), "securityGroups": list(props["security_groups"]),
-                "assignPublicIp": "DISABLED"}}, **extra)
+                "assignPublicIp": "ENABLED" if props.get("assign_public_ip") else "DISABLED"}}, **extra)
     except (ClientError, BotoCoreError) as err:
         raise AdminStepError(f"database admin step: ECS refused to start {props['task_definition']}: "
                              f"{_client_error(err)}") from None
@@ -291,12 +291,13 @@ class DatabaseAdminRun(dyn.Resource, module="mlflowtracking", name="DatabaseAdmi
                  subnets: list[pulumi.Input[str]], security_groups: list[pulumi.Input[str]], container_name: str,
                  log_group: pulumi.Input[str], log_stream_prefix: str, db_cluster: pulumi.Input[str],
                  server_task_definition: pulumi.Input[str], timeout_seconds: int = DEFAULT_TIMEOUT_SECONDS,
-                 opts: Optional[pulumi.ResourceOptions] = None) -> None:
+                 assign_public_ip: bool = False, opts: Optional[pulumi.ResourceOptions] = None) -> None:
         if not TIMEOUT_RANGE[0] <= timeout_seconds <= TIMEOUT_RANGE[1]:
             raise ValueError(f"timeout_seconds: {TIMEOUT_RANGE[0]} to {TIMEOUT_RANGE[1]}, got {timeout_seconds!r}")
         super().__init__(DatabaseAdminRunProvider(), name, {
             "region": region, "cluster": cluster, "task_definition": task_definition, "subnets": subnets,
             "security_groups": security_groups, "container_name": container_name, "log_group": log_group,
             "log_stream_prefix": log_stream_prefix, "timeout_seconds": timeout_seconds, "db_cluster": db_cluster,
-            "server_task_definition": server_task_definition, **{k: None for k in OUTPUTS},
+            "server_task_definition": server_task_definition, "assign_public_ip": assign_public_ip,
+            **{k: None for k in OUTPUTS},
         }, opts)

@@ -15,7 +15,8 @@
   the bucket's lifecycle rule expires them). Execution role: pull the image, write the log group,
   read the application user's secret only.
 - Schedule (EventBridge Scheduler, ``aws.scheduler.Schedule``): ECS RunTask target on the service's
-  cluster (Fargate, the service's private subnets and security group, no public IP), expression
+  cluster (Fargate, the service's task subnets and security group: private without a public IP, or
+  public with one when ``taskSubnets`` is ``public``), expression
   ``gcSchedule`` in UTC, a flexible window of :data:`FLEXIBLE_WINDOW_MINUTES`, and a retry policy
   for RunTask calls that fail (Scheduler retries the API call, not a task that exits non-zero).
   Scheduler role (trusts ``scheduler.amazonaws.com`` of this account): ``ecs:RunTask`` on the gc
@@ -175,9 +176,9 @@ def build_gc_schedule(name: str, args: "ServiceArgs", *, parent: pulumi.Resource
             "arn": cluster_arn, "role_arn": scheduler_role.arn,
             "ecs_parameters": {
                 "task_definition_arn": task.arn, "launch_type": "FARGATE", "task_count": 1,
-                "network_configuration": {"subnets": args.private_subnet_ids,
+                "network_configuration": {"subnets": args.task_subnet_ids,
                                           "security_groups": [args.service_security_group_id],
-                                          "assign_public_ip": False}},
+                                          "assign_public_ip": args.assign_public_ip}},
             "retry_policy": {"maximum_retry_attempts": RETRY_ATTEMPTS,
                              "maximum_event_age_in_seconds": RETRY_MAX_EVENT_AGE_SECONDS},
         },

@@ -14,7 +14,9 @@
 - The database admin step (:mod:`components.admin_step`): a second task definition of the same
   image (command ``admin``, the master secret), run once per new revision by ``pulumi up`` and
   waited for before the service changes.
-- Service in private subnets without public IP, circuit breaker with rollback, CPU-target
+- Service in private subnets without public IP (or, ``taskSubnets: public``, in public subnets with
+  one: no NAT needed; :attr:`ServiceArgs.task_subnets`), optionally only in working hours
+  (:mod:`components.work_hours`), circuit breaker with rollback, CPU-target
   autoscaling between min and max tasks. Created after the database writer, every secret value it
   reads, its roles' policies and a successful admin step (``depends_on``); ``pulumi up`` waits for a
   steady state, so a deployment the circuit breaker rolls back fails the update
@@ -45,6 +47,7 @@ from components.gc_schedule import DEFAULT_SCHEDULE as GC_DEFAULT_SCHEDULE
 from components.gc_schedule import build_gc_schedule, check_schedule
 from components.service_roles import server_roles
 from components.takeover import Takeover
+from components.work_hours import WorkHours, build_actions
 
 HEALTH_CHECK_GRACE_SECONDS = 420
 """How long ECS ignores a new task's failed load balancer health checks: the entrypoint's database
@@ -83,6 +86,10 @@ class ServiceArgs:
     """Subnets of the tasks (and of an internal load balancer)."""
     service_security_group_id: pulumi.Input[str]
     """Security group of the tasks (created by the composition; this component admits the ALB)."""
+    task_subnets: str = "private"
+    """Where the server, admin and gc tasks run: ``private`` (no public IP; ECR, Logs, Secrets Manager
+    through NAT or interface endpoints) or ``public`` (a public IP each, reaching them through the
+    internet gateway: no NAT needed; the security group still admits only the load balancer)."""
     region: str
     """AWS region (awslogs, ``AWS_REGION``)."""
     account_id: str
@@ -122,6 +129,8 @@ class ServiceArgs:
     """Autoscaling maximum (autoscaling when greater than ``min_tasks``)."""
     cpu_target_percent: int = 60
     """Target average CPU utilisation."""
+    work_hours: Optional[WorkHours] = None
+    """Run tasks only in this weekly window (:mod:`components.work_hours`); ``None`` = always."""
     # --- database ----------------------------------------------------------------------------
     db_engine: str
     """``mysql`` or ``postgresql``."""
@@ -198,6 +207,15 @@ class ServiceArgs:
     def https(self) -> bool:
         return self.certificate_arn is not None or self.hosted_zone_id is not None
 
+    @property
+    def task_subnet_ids(self) -> list[pulumi.Input[str]]:
+        """Subnets of the server, admin and gc tasks (:attr:`task_subnets`)."""
+        return self.public_subnet_ids if self.task_subnets == "public" else self.private_subnet_ids
+
+    @property
+    def assign_public_ip(self) -> bool:
+        return self.task_subnets == "public"
+
     def __post_init__(self) -> None:
         if self.memory not in FARGATE_MEMORY.get(self.cpu, ()):
             raise ValueError(f"cpu/memory: not a Fargate pair: cpu {self.cpu}, memory {self.memory}")
@@ -234,6 +252,8 @@ class ServiceArgs:
         if not 0 <= self.gc_older_than_days <= GC_DAYS_MAX:
             raise ValueError(f"gc_older_than_days: 0 (off) to {GC_DAYS_MAX}, got {self.gc_older_than_days!r}")
         check_schedule(self.gc_schedule)
+        if self.task_subnets not in ("private", "public"):
+            raise ValueError(f"task_subnets: private or public, got {self.task_subnets!r}")
         if self.https and not self.domain_name:
             raise ValueError("domain_name: required with certificate_arn or hosted_zone_id (the name clients verify)")
 
@@ -343,6 +363,7 @@ class Service(pulumi.ComponentResource):
         gc = build_gc_schedule(name, args, parent=self, cluster_arn=cluster.arn, log_group=log_group, prefix=prefix,
                                tags=tags, after=[admin.run])  # None when gc_older_than_days is 0
         autoscaling = args.max_tasks > args.min_tasks
+        scaled = autoscaling or args.work_hours is not None  # a scalable target owns the running count
         service = aws.ecs.Service(
             f"{name}-service",
             cluster=cluster.arn,
@@ -350,9 +371,9 @@ class Service(pulumi.ComponentResource):
             launch_type="FARGATE",
             platform_version="LATEST",
             desired_count=args.desired_count,
-            network_configuration={"subnets": args.private_subnet_ids,
+            network_configuration={"subnets": args.task_subnet_ids,
                                    "security_groups": [args.service_security_group_id],
-                                   "assign_public_ip": False},
+                                   "assign_public_ip": args.assign_public_ip},
             load_balancers=[{"target_group_arn": lb.target_group.arn, "container_name": CONTAINER_NAME,
                              "container_port": CONTAINER_PORT}],
             deployment_circuit_breaker={"enable": True, "rollback": True},
@@ -371,14 +392,18 @@ class Service(pulumi.ComponentResource):
             opts=pulumi.ResourceOptions(parent=self, depends_on=[*lb.listeners, *args.depends_on, admin_value,
                                                                  flask_value, *roles.policies, admin.run],
                                         custom_timeouts=ROLLOUT_TIMEOUTS,
-                                        ignore_changes=["desiredCount"] if autoscaling else None),
+                                        ignore_changes=["desiredCount"] if scaled else None),
         )
-        if autoscaling:
+        if scaled:
             resource_id = pulumi.Output.concat("service/", cluster.name, "/", service.name)
             target = aws.appautoscaling.Target(
                 f"{name}-scaling-target", service_namespace="ecs", scalable_dimension="ecs:service:DesiredCount",
                 resource_id=resource_id, min_capacity=args.min_tasks, max_capacity=args.max_tasks, tags=tags,
                 opts=child)
+            if args.work_hours is not None:
+                build_actions(name, args.work_hours, target=target, min_tasks=args.min_tasks,
+                              max_tasks=args.max_tasks, parent=self)
+        if autoscaling:
             aws.appautoscaling.Policy(
                 f"{name}-cpu-scaling", policy_type="TargetTrackingScaling", service_namespace="ecs",
                 scalable_dimension="ecs:service:DesiredCount", resource_id=target.resource_id,

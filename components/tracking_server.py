@@ -24,6 +24,7 @@ from components.monitoring import AlarmThresholds, AlbAccessLogs, AlbAccessLogsA
 from components.network import Network, NetworkArgs
 from components.service import Service, ServiceArgs
 from components.takeover import Takeover
+from components.work_hours import WorkHours
 from components.sizing import pool_sizing
 
 
@@ -41,8 +42,8 @@ class MlflowTrackingServerArgs:
     """VPC range (/16 to /20)."""
     nat_mode: str = "single"
     """``none`` | ``single`` | ``perAz``."""
-    network_implementation: str = "awsx"
-    """``awsx`` or ``legacy`` (the hand-built network, for stacks that keep it)."""
+    task_subnets: str = "private"
+    """Where the tasks run: ``private`` or ``public`` (a public IP each, no NAT needed)."""
     # --- database ------------------------------------------------------------------------------
     db_engine: str = "mysql"
     """``mysql`` | ``postgresql``."""
@@ -103,6 +104,8 @@ class MlflowTrackingServerArgs:
     """Autoscaling maximum."""
     cpu_target_percent: int = 60
     """Autoscaling CPU target."""
+    work_hours: Optional[WorkHours] = None
+    """Run the tasks only in this weekly window (``schedule``); ``None`` = always."""
     server_workers: int = 2
     """uvicorn workers per task."""
     enable_job_execution: bool = False
@@ -190,7 +193,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
 
         network = Network(f"{name}-network", NetworkArgs(
             availability_zones=args.availability_zones, region=args.region, cidr_block=args.vpc_cidr,
-            nat_mode=args.nat_mode, implementation=args.network_implementation, tags=tags), opts=child)
+            nat_mode=args.nat_mode, tags=tags), opts=child)
 
         service_sg = aws.ec2.SecurityGroup(f"{name}-service-sg", vpc_id=network.vpc_id,
                                            description="MLflow tasks: port 5000 from the ALB only",
@@ -237,6 +240,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
         service = Service(f"{name}-service", ServiceArgs(
             vpc_id=network.vpc_id, public_subnet_ids=network.public_subnet_ids,
             private_subnet_ids=network.private_subnet_ids, service_security_group_id=service_sg.id,
+            task_subnets=args.task_subnets, work_hours=args.work_hours,
             region=args.region, account_id=args.account_id,
             image_ref=image.image_ref, repository_arn=image.repository_arn,
             cpu=args.cpu, memory=args.memory, ephemeral_storage_gib=args.ephemeral_storage_gib,

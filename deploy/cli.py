@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--repository", metavar="URI",
                    help="copy from this repository instead (e.g. an ECR replica); the digest is kept")
     s.add_argument("--yes", "-y", action="store_true", help="do not ask for confirmation (prod)")
+    s = sub.add_parser("cost", help="print a stack's idle monthly cost, line by line (no AWS, no Pulumi CLI)")
+    s.add_argument("stack")
     return p
 
 
@@ -100,6 +102,19 @@ def main(
     opts: dict[str, Any] = {"on_output": progress, **api_options}
     if args.cwd:
         opts["work_dir"] = args.cwd
+    if args.command == "cost":  # the program under mocks: no engine, no credentials (deploy/cost.py)
+        from pathlib import Path
+
+        from deploy import cost
+
+        try:
+            est = cost.estimate(args.stack, work_dir=Path(args.cwd).resolve() if args.cwd else cost.ROOT)
+        except cost.CostError as e:
+            stderr.write(f"error: {e}\n")
+            return EXIT_FAILED
+        stdout.write(est.render())
+        stdout.flush()
+        return EXIT_OK
     try:
         if args.command == "stacks":
             for name in deploy.list_stacks(**opts):
