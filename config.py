@@ -108,6 +108,9 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("vpcCidr", "vpc_cidr", _vpc_cidr, "10.0.0.0/16", "the VPC's IPv4 range"),
     _Spec("natMode", "nat_mode", _choice("none", "single", "perAz"), "single",
           "NAT gateways: none (interface VPC endpoints instead), single, perAz"),
+    _Spec("networkImplementation", "network_implementation", _choice("awsx", "legacy"), "awsx",
+          "awsx (awsx.ec2.Vpc; adopts a stack's hand-built network in place) or legacy (keep the hand-built "
+          "resources): docs/upgrading.md, The network on awsx"),
     _Spec("taskSubnets", "task_subnets", _choice("private", "public"), "private",
           "where the server, admin and gc tasks run: private (no public IP; ECR, Logs, Secrets Manager through NAT "
           "or interface endpoints) or public (a public IP each, no NAT needed; only the load balancer may connect)"),
@@ -233,6 +236,7 @@ class Settings:
     nat_mode: str
     task_subnets: str
     schedule: Optional[WorkHours]
+    network_implementation: str
     db_engine: str
     db_engine_version: str
     db_min_acu: float

@@ -42,6 +42,8 @@ class MlflowTrackingServerArgs:
     """VPC range (/16 to /20)."""
     nat_mode: str = "single"
     """``none`` | ``single`` | ``perAz``."""
+    network_implementation: str = "awsx"
+    """``awsx`` or ``legacy`` (the hand-built network, for stacks that keep it)."""
     task_subnets: str = "private"
     """Where the tasks run: ``private`` or ``public`` (a public IP each, no NAT needed)."""
     # --- database ------------------------------------------------------------------------------
@@ -193,7 +195,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
 
         network = Network(f"{name}-network", NetworkArgs(
             availability_zones=args.availability_zones, region=args.region, cidr_block=args.vpc_cidr,
-            nat_mode=args.nat_mode, tags=tags), opts=child)
+            nat_mode=args.nat_mode, implementation=args.network_implementation, tags=tags), opts=child)
 
         service_sg = aws.ec2.SecurityGroup(f"{name}-service-sg", vpc_id=network.vpc_id,
                                            description="MLflow tasks: port 5000 from the ALB only",
