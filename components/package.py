@@ -48,9 +48,11 @@ _SETTING_RE = re.compile(rf"invalid setting {re.escape(config.NAMESPACE)}:(\w+)"
 
 
 class TrackingServer(pulumi.ComponentResource):
-    """A production MLflow tracking server on AWS: VPC, Aurora Serverless v2, S3 artifact store, ECS
-    Fargate behind an ALB, MLflow basic auth. The inputs are the stack settings of the Python program
-    (same names, defaults and validation); a wrong value fails before any resource is registered."""
+    """An MLflow tracking server on AWS: VPC, Aurora Serverless v2, S3, ECS Fargate behind an ALB, basic auth."""
+
+    # The docstring above is the schema's description (one line: an indented line is a code block in
+    # the SDKs' Markdown). The inputs are the stack settings of the Python program (same names,
+    # defaults and validation); a wrong value fails before any resource is registered.
 
     tracking_uri: pulumi.Output[str]
     """MLFLOW_TRACKING_URI for clients."""

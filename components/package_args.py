@@ -18,6 +18,18 @@ class TakeoverArgs(TypedDict, total=False):
     "s3://<old bucket>/<old prefix>: the old server's artifact root, only when its clients wrote to S3 directly."
 
 
+class WorkHoursArgs(TypedDict, total=False):
+    'Run the tasks only in working hours (docs/cost.md): {days, start, stop, timeZone}, e.g. {days: MON-FRI, start: "08:00", stop: "19:00", timeZone: Europe/Berlin}; outside them the load balancer answers 503; unset = always.'
+    days: Required[str]
+    'Day-of-week field, e.g. MON-FRI or MON,WED,FRI.'
+    start: Required[str]
+    'HH:MM: tasks start (capacity back to minTasks..maxTasks).'
+    stop: Required[str]
+    'HH:MM: tasks stop (capacity 0..0).'
+    time_zone: Required[str]
+    'IANA time zone of start and stop.'
+
+
 class AlarmThresholdsArgs(TypedDict, total=False):
     'The alarms setting: percentages at which each alarm fires.'
     http5xx_percent: float
@@ -48,6 +60,10 @@ class TrackingServerArgs(TypedDict, total=False):
     "the VPC's IPv4 range. Default: 10.0.0.0/16."
     nat_mode: str
     'NAT gateways: none (interface VPC endpoints instead), single, perAz. Default: single.'
+    network_implementation: str
+    "awsx (awsx.ec2.Vpc; adopts a stack's hand-built network in place) or legacy (keep the hand-built resources): docs/upgrading.md, The network on awsx. Default: awsx."
+    task_subnets: str
+    'where the server, admin and gc tasks run: private (no public IP; ECR, Logs, Secrets Manager through NAT or interface endpoints) or public (a public IP each, no NAT needed; only the load balancer may connect). Default: private.'
     db_engine: str
     'Aurora engine. Default: mysql.'
     db_engine_version: str
@@ -100,6 +116,8 @@ class TrackingServerArgs(TypedDict, total=False):
     'autoscaling maximum (autoscaling is on when maxTasks > minTasks). Default: 1.'
     cpu_target_percent: int
     'target average CPU for autoscaling. Default: 60.'
+    schedule: WorkHoursArgs
+    'run the tasks only in working hours (docs/cost.md): {days, start, stop, timeZone}, e.g. {days: MON-FRI, start: "08:00", stop: "19:00", timeZone: Europe/Berlin}; outside them the load balancer answers 503; unset = always.'
     server_workers: int
     'uvicorn workers per task (MLFLOW_WORKERS); sizes the database pools. Default: 2.'
     enable_job_execution: bool

@@ -69,6 +69,9 @@ def test_every_setting_is_an_input_typed_and_described(component, schema):
         for name, prop in typ["properties"].items():
             assert prop.get("type") and prop["description"].strip(), f"{token}.{name}"
     assert (component.get("description") or "").strip()
+    texts = [component["description"], *(p["description"] for p in inputs.values())]
+    texts += [p["description"] for t in schema["types"].values() for p in t["properties"].values()]
+    assert not [t for t in texts if "\n " in t], "an indented line is a code block in the SDKs' Markdown"
 
 
 def test_every_output_is_typed_and_described(component):
