@@ -129,14 +129,12 @@ def resolve_restore_snapshot(settings: config.Settings, engine: ResolvedEngine) 
     return ResolvedEngine(snap.engine_version, family or engine.parameter_group_family)
 
 
-def define_stack() -> MlflowTrackingServer:
-    """Load the settings, resolve zones/region/account/engine version, build the stack, export its
-    outputs.
+def resolve_server_args(settings: config.Settings) -> MlflowTrackingServerArgs:
+    """Resolve zones/region/account/engine version (data sources) and map the settings onto the
+    composition's args; shared with the component package (components/package.py).
 
-    :raises config.SettingsError: on a bad setting, before any resource is registered.
+    :raises config.SettingsError: on a setting the region rules out, before any resource is registered.
     """
-    settings = config.load_settings()
-
     # Opted-in Local Zones are "available" too, and sort first; the database, NAT gateways and
     # the load balancer need the region's own zones.
     zones = aws.get_availability_zones(
@@ -151,8 +149,17 @@ def define_stack() -> MlflowTrackingServer:
     engine = resolve_engine_version(settings)
     if settings.db_restore_snapshot:
         engine = resolve_restore_snapshot(settings, engine)
+    return server_args(settings, list(zones), region, account_id, engine)
 
-    server = MlflowTrackingServer(RESOURCE_NAME, server_args(settings, list(zones), region, account_id, engine))
+
+def define_stack() -> MlflowTrackingServer:
+    """Load the settings, resolve zones/region/account/engine version, build the stack, export its
+    outputs.
+
+    :raises config.SettingsError: on a bad setting, before any resource is registered.
+    """
+    settings = config.load_settings()
+    server = MlflowTrackingServer(RESOURCE_NAME, resolve_server_args(settings))
 
     pulumi.export(outputs.TRACKING_URI, server.tracking_uri)
     pulumi.export(outputs.LOAD_BALANCER_DNS, server.load_balancer_dns_name)
