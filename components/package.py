@@ -112,6 +112,10 @@ def settings_from_inputs(args: Mapping[str, Any]) -> config.Settings:
         if isinstance(value, Mapping):  # a nested type (takeover, alarms): its keys as the setting spells them
             value = {_camel(k): v for k, v in value.items() if v is not None}
         raw[spec.key] = value
+    tags = args.get("tags") or {}
+    if _holds_output(tags) or not all(isinstance(v, str) for v in tags.values()):
+        raise config.SettingsError(f"invalid setting {config.NAMESPACE}:tags = (not plain strings); allowed: a map "
+                                   f"of plain strings known at preview")
     return config.load_settings(raw)
 
 

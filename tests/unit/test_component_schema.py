@@ -211,6 +211,8 @@ def test_output_input_is_refused_in_one_line():
     err, registered = _construct_error({"natMode": pulumi.Output.from_input("none")})
     assert err.property_path == "natMode" and "plain value" in err.reason and "\n" not in err.reason
     assert registered == []
+    err, registered = _construct_error({"tags": {"team": pulumi.Output.from_input("ml")}})
+    assert err.property_path == "tags" and "plain strings" in err.reason and registered == []
 
 
 # --- the plugin entry point, as Pulumi runs it --------------------------------------------------
