@@ -222,7 +222,8 @@ def render(r: dict) -> str:
             pres = (proj.get("client_default") or {}).get("download_mbps")
             w(f"Note on downloads: every download here reads from moto, and boto3's ranged multipart download of a "
               f"{mib:,} MiB object from moto ran at {_f(down, 0)} MiB/s"
-              + (f", while the MLflow client's presigned download (one plain GET) of the same object ran at "
+              + (f", while the MLflow client's default download of the same object (a presigned URL read "
+                 f"straight from S3 in 100 MiB ranged GETs) ran at "
                  f"{_f(pres, 0)} MiB/s" if pres else "")
               + ". The proxy downloads from S3 with boto3 too, so the direct and the proxied download percentages "
                 "compare two paths bound by moto's ranged GETs, not the proxy's own limit.")
@@ -243,7 +244,8 @@ def render(r: dict) -> str:
               f"({_f(100 * dn['mbps'] / down, 0)} %) | {_f(u['rss_growth_mib'], 0)} / {_f(dn['rss_growth_mib'], 0)} | "
               f"{_f(u['spool_peak_mib'], 0)} / {_f(dn['spool_peak_mib'], 0)} |")
         for key, label in (("client_forced_proxy", "project, MLflow client, forced proxy"),
-                           ("client_default", "project, MLflow client, default (presigned S3 URLs)")):
+                           ("client_default", "project, MLflow client, default (for a file ≥ 500 MiB: presigned "
+                                             "S3 multipart upload; any download: presigned S3 URL)")):
             c = proj.get(key)
             if not c:
                 continue

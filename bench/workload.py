@@ -245,9 +245,11 @@ print(json.dumps({"upload_s": up, "download_s": down, "ok": os.path.getsize(p) =
 
 
 def mlflow_client(srv, s3, run_id: str, src: Path, dst_dir: Path, forced_proxy: bool, timeout: float = 900) -> dict:
-    """The MLflow client (log_artifact + download_artifacts) in a subprocess. Default path:
-    presigned S3 URLs for download and for uploads >= 500 MiB (the client has a route to S3 but no
-    AWS credentials); forced proxy: MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD/DOWNLOAD=false."""
+    """The MLflow client (log_artifact + download_artifacts) in a subprocess. Default path (both
+    variables unset: the client follows the server's /api/3.0/mlflow/server-info, which advertises
+    multipart for S3): presigned S3 URLs for every download and for uploads >= 500 MiB, a proxied PUT
+    below that (tests/server/test_artifact_paths.py; the client has a route to S3 but no AWS
+    credentials); forced proxy: MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD/DOWNLOAD=false."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "MLFLOW_"))}
     env.update(MLFLOW_TRACKING_URI=srv.url, NO_PROXY="127.0.0.1,localhost")
     if srv.auth:
