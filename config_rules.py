@@ -144,6 +144,9 @@ def _check(values: dict[str, Any]) -> None:
         raise _fail("minTasks", str(mn), f"an integer from 0 to maxTasks ({mx})")
     if not mn <= desired <= mx:
         raise _fail("desiredCount", str(desired), f"an integer from minTasks ({mn}) to maxTasks ({mx})")
+    if values["schedule"] is not None and mn < 1:
+        raise _fail("minTasks", str(mn), f"an integer from 1 to maxTasks ({mx}) with schedule: its start action sets "
+                                         "minTasks..maxTasks and CPU target tracking never starts a service from 0 tasks")
 
     # The connection budget must allow at least one pooled connection per worker.
     workers, jobs = values["server_workers"], values["enable_job_execution"]

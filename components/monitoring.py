@@ -20,9 +20,10 @@ Two components, both children of ``MlflowTrackingServer``:
     load balancer 5xx rate and target 5xx rate (metric math over ``RequestCount``), unhealthy
     targets, running tasks below desired (Container Insights ``RunningTaskCount`` vs
     ``DesiredTaskCount``; without Container Insights the target group's ``HealthyHostCount``
-    below the service's minimum), service CPU and memory (``AWS/ECS``), spool use (Container
-    Insights ``EphemeralStorageUtilized`` / ``EphemeralStorageReserved``, Fargate platform 1.4.0+;
-    only with Container Insights), Aurora ``ACUUtilization`` and ``DatabaseConnections`` of the
+    below the service's minimum, and then not with a ``schedule``, whose evenings have no
+    target), service CPU and memory (``AWS/ECS``), spool use (Container Insights
+    ``EphemeralStorageUtilized`` / ``EphemeralStorageReserved`` of the service, aggregated over its
+    tasks, Fargate platform 1.4.0+; only with Container Insights), Aurora ``ACUUtilization`` and ``DatabaseConnections`` of the
     writer against the connection limit :mod:`components.sizing` estimates.
   * an EventBridge rule sending this service's ``SERVICE_DEPLOYMENT_FAILED`` events ("ECS
     Deployment State Change") to the topic.
@@ -41,6 +42,8 @@ from typing import Any, Optional
 import pulumi
 import pulumi_aws as aws
 
+from components.work_hours import WorkHours
+
 # --------------------------------------------------------------------------------------------
 # Thresholds
 # --------------------------------------------------------------------------------------------
@@ -57,7 +60,8 @@ class AlarmThresholds:
     memory_percent: float = 85
     """Service average memory (``AWS/ECS MemoryUtilization``) for 15 minutes."""
     spool_percent: float = 80
-    """Fullest task's ephemeral storage (the spool), 10 minutes."""
+    """The service's ephemeral storage (the spool) used, as Container Insights aggregates it over the
+    service's tasks, 10 minutes."""
     acu_percent: float = 90
     """Writer's ``ACUUtilization`` (capacity as a percentage of dbMaxAcu) for 15 minutes."""
     connections_percent: float = 90
@@ -75,6 +79,10 @@ WAF_RATE_LIMIT_RANGE = (10, 2_000_000_000)
 """AWS WAF rate-based rule limit per evaluation window: at least 10 (WAF Developer Guide, "Rate-based
 rule high-level settings"), at most 2,000,000,000 (WAFV2 API, RateBasedStatement ``Limit``)."""
 WAF_WINDOW_SECONDS = 300
+MIN_5XX_COUNT = 10
+"""5xx responses a five-minute period needs before the 5xx alarms look at their rate: a few errors
+among a handful of requests (or a scanner hitting a stopped service, see ``schedule``) are not an
+outage."""
 
 # --------------------------------------------------------------------------------------------
 # Access log delivery (ELB User Guide, "Enable access logs for your Application Load Balancer")
@@ -96,11 +104,15 @@ account. Every later region: the ``logdelivery.elasticloadbalancing.amazonaws.co
 ELB_LOG_DELIVERY_SERVICE = "logdelivery.elasticloadbalancing.amazonaws.com"
 
 
+def partition_of(region: str) -> str:
+    """The ARN partition of a region: ``aws-cn`` (China), ``aws-us-gov`` (GovCloud), else ``aws``."""
+    return "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
+
+
 def elb_log_principal(region: str) -> dict[str, str]:
     """Who delivers the region's ALB access logs, as a bucket policy ``Principal``."""
     if region in ELB_ACCOUNTS:
-        partition = "aws-cn" if region.startswith("cn-") else "aws-us-gov" if region.startswith("us-gov-") else "aws"
-        return {"AWS": f"arn:{partition}:iam::{ELB_ACCOUNTS[region]}:root"}
+        return {"AWS": f"arn:{partition_of(region)}:iam::{ELB_ACCOUNTS[region]}:root"}
     return {"Service": ELB_LOG_DELIVERY_SERVICE}
 
 
@@ -180,6 +192,9 @@ class MonitoringArgs:
     """Aurora's estimated ``max_connections`` at dbMaxAcu (:func:`components.sizing.aurora_connection_limit`)."""
     container_insights: bool
     min_tasks: int
+    work_hours: Optional[WorkHours] = None
+    """The ``schedule``: outside it the service has no task on purpose (no ECS metrics, no target,
+    the load balancer answers 503), which the task-count alarms must not take for a failure."""
     thresholds: AlarmThresholds = AlarmThresholds()
     alarm_email: Optional[str] = None
     waf_rate_limit: int = 0
@@ -226,6 +241,7 @@ class Monitoring(pulumi.ComponentResource):
         child = pulumi.ResourceOptions(parent=self)
         tags = dict(args.tags)
         t = args.thresholds
+        root = f"arn:{partition_of(args.region)}:iam::{args.account_id}:root"
 
         # --- the topic -----------------------------------------------------------------------
         key = aws.kms.Key(
@@ -233,7 +249,7 @@ class Monitoring(pulumi.ComponentResource):
             enable_key_rotation=True, deletion_window_in_days=7, tags=tags,
             policy=pulumi.Output.json_dumps({"Version": "2012-10-17", "Statement": [
                 {"Sid": "AccountAdministers", "Effect": "Allow",
-                 "Principal": {"AWS": f"arn:aws:iam::{args.account_id}:root"}, "Action": "kms:*", "Resource": "*"},
+                 "Principal": {"AWS": root}, "Action": "kms:*", "Resource": "*"},
                 {"Sid": "AlarmAndEventPublishers", "Effect": "Allow",
                  "Principal": {"Service": ["cloudwatch.amazonaws.com", "events.amazonaws.com"]},
                  "Action": ["kms:Decrypt", "kms:GenerateDataKey*"], "Resource": "*"},
@@ -247,13 +263,13 @@ class Monitoring(pulumi.ComponentResource):
             tags=tags, opts=child)
         topic_policy = aws.sns.TopicPolicy(f"{name}-alarms-policy", arn=topic.arn, policy=pulumi.Output.json_dumps({
             "Version": "2012-10-17", "Statement": [
-                {"Sid": "AccountOwns", "Effect": "Allow", "Principal": {"AWS": f"arn:aws:iam::{args.account_id}:root"},
+                {"Sid": "AccountOwns", "Effect": "Allow", "Principal": {"AWS": root},
                  "Action": ["sns:GetTopicAttributes", "sns:SetTopicAttributes", "sns:AddPermission",
                             "sns:RemovePermission", "sns:DeleteTopic", "sns:Subscribe", "sns:ListSubscriptionsByTopic",
                             "sns:Publish"], "Resource": topic.arn},
                 {"Sid": "CloudWatchAlarms", "Effect": "Allow", "Principal": {"Service": "cloudwatch.amazonaws.com"},
                  "Action": "sns:Publish", "Resource": topic.arn,
-                 "Condition": {"ArnLike": {"aws:SourceArn": f"arn:aws:cloudwatch:{args.region}:{args.account_id}:alarm:*"},
+                 "Condition": {"ArnLike": {"aws:SourceArn": f"arn:{partition_of(args.region)}:cloudwatch:{args.region}:{args.account_id}:alarm:*"},
                                "StringEquals": {"aws:SourceAccount": args.account_id}}},
                 {"Sid": "DeploymentFailedRule", "Effect": "Allow", "Principal": {"Service": "events.amazonaws.com"},
                  "Action": "sns:Publish", "Resource": topic.arn, "Condition": {"ArnEquals": {"aws:SourceArn": rule.arn}}},
@@ -282,12 +298,15 @@ class Monitoring(pulumi.ComponentResource):
             self.alarm_names[key_] = a.name
 
         def rate(code_metric: str, dims: dict[str, Any]) -> list[dict[str, Any]]:
-            # Percent of requests; ELB 5xx with no request counted (no target chosen) counts as 100 %.
+            # Percent of requests, once a period has MIN_5XX_COUNT 5xx; 0 below. RequestCount leaves out
+            # requests for which no target was chosen (the ELB's 503 with no registered target), so the
+            # denominator is the larger of requests and errors: a period of such 503s alone is 100 %.
+            e, r = "FILL(errors, 0)", "FILL(requests, 0)"
             return [
                 _metric("errors", ALB, code_metric, dims, "Sum", 300),
                 _metric("requests", ALB, "RequestCount", lb, "Sum", 300),
-                _expression("rate", "IF(FILL(requests, 0) > 0, 100 * FILL(errors, 0) / FILL(requests, 0), "
-                                    "100 * (FILL(errors, 0) > 0))", f"{code_metric} % of RequestCount"),
+                _expression("rate", f"IF({e} >= {MIN_5XX_COUNT}, 100 * {e} / IF({r} > {e}, {r}, {e}), 0)",
+                            f"{code_metric} % of RequestCount (from {MIN_5XX_COUNT} per 5 minutes)"),
             ]
 
         gt, ge, lt = "GreaterThanThreshold", "GreaterThanOrEqualToThreshold", "LessThanThreshold"
@@ -300,18 +319,28 @@ class Monitoring(pulumi.ComponentResource):
         alarm("unhealthy-hosts", "A target of the MLflow target group failed its health checks for 5 minutes",
               threshold=0, comparison=gt, periods=5, namespace=ALB, metric_name="UnHealthyHostCount",
               dimensions=tg, statistic="Maximum", period=60)
+        # ECS (and Container Insights) send no metric for a service with no RUNNING task (ECS Developer
+        # Guide, "Amazon ECS CloudWatch metrics"; "Container Insights"): always on, no data is the
+        # failure; with a schedule it is the evening, so no data is not.
+        no_task = "notBreaching" if args.work_hours else "breaching"
         if args.container_insights:
             alarm("tasks-below-desired", "Fewer MLflow tasks running than desired for 20 minutes",
-                  threshold=0, comparison=gt, periods=4, missing="breaching", metric_queries=[
+                  threshold=0, comparison=gt, periods=4, missing=no_task, metric_queries=[
                       _metric("running", INSIGHTS, "RunningTaskCount", svc, "Average", 300),
                       _metric("desired", INSIGHTS, "DesiredTaskCount", svc, "Average", 300),
                       _expression("missing", "FILL(desired, 0) - FILL(running, 0)", "desired - running tasks")])
-            alarm("spool", f"A task's ephemeral storage (the artifact spool) above {t.spool_percent:g}%",
+            # Service-level Container Insights values are CloudWatch's aggregates over the service's
+            # tasks, not one task's: with several tasks, one full spool shows diluted (per task needs
+            # enhanced observability's TaskId dimension).
+            alarm("spool", f"The service's ephemeral storage (the artifact spool, aggregated over its tasks) "
+                           f"above {t.spool_percent:g}%",
                   threshold=t.spool_percent, comparison=gt, periods=2, metric_queries=[
                       _metric("used", INSIGHTS, "EphemeralStorageUtilized", svc, "Maximum", 300),
                       _metric("reserved", INSIGHTS, "EphemeralStorageReserved", svc, "Maximum", 300),
                       _expression("spool", "100 * used / reserved", "ephemeral storage used %")])
-        elif args.min_tasks > 0:
+        elif args.min_tasks > 0 and args.work_hours is None:
+            # Without Container Insights nothing says how many tasks are wanted; with a schedule
+            # HealthyHostCount is 0 every evening by design, so there is no such alarm then.
             alarm("tasks-below-desired", f"Fewer than {args.min_tasks} healthy MLflow targets for 20 minutes",
                   threshold=args.min_tasks, comparison=lt, periods=4, missing="breaching", namespace=ALB,
                   metric_name="HealthyHostCount", dimensions=tg, statistic="Minimum", period=300)
@@ -372,7 +401,7 @@ class Monitoring(pulumi.ComponentResource):
             widgets.append(graph("Tasks", [
                 [INSIGHTS, "DesiredTaskCount", "ClusterName", cl, "ServiceName", sv, {"stat": "Average"}],
                 [INSIGHTS, "RunningTaskCount", "ClusterName", cl, "ServiceName", sv, {"stat": "Average"}]], x=0, y=12))
-            widgets.append(graph("Spool: fullest task's ephemeral storage (%)", [
+            widgets.append(graph("Spool: ephemeral storage used, service aggregate (%)", [
                 [{"expression": "100 * used / reserved", "label": "used %", "id": "spool"}],
                 [INSIGHTS, "EphemeralStorageUtilized", "ClusterName", cl, "ServiceName", sv,
                  {"stat": "Maximum", "id": "used", "visible": False}],

@@ -9,8 +9,10 @@ Built on ``awsx.ec2.Vpc`` (``networkImplementation: awsx``, the default): NAT st
 spec per tier with explicit CIDR blocks (``subnet_strategy`` ``Auto``: awsx's explicit allocator
 keeps them as given), so the layout is the hand-built one: the VPC range split into 16 blocks,
 public 0-3, private 4-7, isolated 8-11. The S3 gateway endpoint (free, always) and, with
-``nat_mode`` ``none``, the interface endpoints for ECR (api, dkr), CloudWatch Logs and Secrets
-Manager stay pulumi-aws resources on the VPC's outputs: the S3 endpoint goes on the route tables
+``nat_mode`` ``none`` and the tasks in the private subnets (``task_subnets``), the interface
+endpoints for ECR (api, dkr), CloudWatch Logs and Secrets Manager stay pulumi-aws resources on the
+VPC's outputs (tasks in the public subnets reach those services over their public IP and the
+internet gateway, so they need neither a NAT nor the endpoints): the S3 endpoint goes on the route tables
 the VPC reports for its private subnets (its route table associations). The interface endpoints'
 security group (``endpoint_security_group_id``) has no rule of its own: the composition admits
 443 from the service security group, which is created after the VPC.
@@ -57,6 +59,9 @@ class NetworkArgs:
     """IPv4 range of the VPC, /16 to /20. Each subnet gets 1/16 of it."""
     nat_mode: str = "single"
     """``none`` (interface endpoints instead), ``single`` (one NAT, cheap) or ``perAz`` (HA)."""
+    task_subnets: str = "private"
+    """Where the tasks run: ``private`` (without NAT they need the interface endpoints) or ``public``
+    (a public IP each: no interface endpoints)."""
     implementation: str = "awsx"
     """``awsx`` (``awsx.ec2.Vpc``) or ``legacy`` (the hand-built resources, see network_legacy.py)."""
     tags: dict[str, str] = field(default_factory=dict)
@@ -67,6 +72,8 @@ class NetworkArgs:
             raise ValueError(f"availability_zones: 2 to 4 distinct zones, got {self.availability_zones!r}")
         if self.nat_mode not in NAT_MODES:
             raise ValueError(f"nat_mode: one of {NAT_MODES}, got {self.nat_mode!r}")
+        if self.task_subnets not in ("private", "public"):
+            raise ValueError(f"task_subnets: private or public, got {self.task_subnets!r}")
         if self.implementation not in IMPLEMENTATIONS:
             raise ValueError(f"implementation: one of {IMPLEMENTATIONS}, got {self.implementation!r}")
         net = ipaddress.IPv4Network(self.cidr_block)
@@ -78,6 +85,11 @@ class NetworkArgs:
     @property
     def nat_count(self) -> int:
         return {"none": 0, "single": 1, "perAz": len(self.availability_zones)}[self.nat_mode]
+
+    @property
+    def interface_endpoints(self) -> bool:
+        """Private tasks without a NAT reach ECR, Logs and Secrets Manager only through them."""
+        return self.nat_mode == "none" and self.task_subnets == "private"
 
     def subnet_cidrs(self) -> dict[str, list[str]]:
         """CIDRs per tier and zone: the VPC range split into 16 blocks; public 0-3, private 4-7,
@@ -130,7 +142,7 @@ class Network(pulumi.ComponentResource):
     s3_endpoint_id: pulumi.Output[str]
     """The S3 gateway endpoint."""
     endpoint_security_group_id: Optional[pulumi.Output[str]]
-    """Security group of the interface endpoints (``nat_mode`` ``none`` only), else ``None``."""
+    """Security group of the interface endpoints (``nat_mode`` ``none`` with private tasks only), else ``None``."""
     vpc: Optional[awsx.ec2.Vpc]
     """The awsx component (``None`` with ``implementation`` ``legacy``)."""
 
@@ -166,7 +178,7 @@ class Network(pulumi.ComponentResource):
                                  tags={**tags, "Name": f"{name}-s3"}, opts=child)
 
         self.endpoint_security_group_id = None
-        if args.nat_mode == "none":
+        if args.interface_endpoints:
             sg = aws.ec2.SecurityGroup(f"{name}-endpoints-sg", vpc_id=self.vpc_id,
                                        description="Interface VPC endpoints: HTTPS from the service only",
                                        tags={**tags, "Name": f"{name}-endpoints"}, opts=child)

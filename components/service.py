@@ -49,6 +49,9 @@ from components.service_roles import server_roles
 from components.takeover import Takeover
 from components.work_hours import WorkHours, build_actions
 
+WORK_HOURS_IGNORED = ["minCapacity", "maxCapacity"]
+"""``aws.appautoscaling.Target`` inputs the ``schedule``'s actions set (pulumi-aws ``min_capacity`` /
+``max_capacity``): Pulumi leaves them to the actions once the target exists."""
 HEALTH_CHECK_GRACE_SECONDS = 420
 """How long ECS ignores a new task's failed load balancer health checks: the entrypoint's database
 wait (300 s), the server's start and a margin."""
@@ -254,6 +257,9 @@ class ServiceArgs:
         check_schedule(self.gc_schedule)
         if self.task_subnets not in ("private", "public"):
             raise ValueError(f"task_subnets: private or public, got {self.task_subnets!r}")
+        if self.work_hours is not None and self.min_tasks < 1:
+            raise ValueError("min_tasks: at least 1 with work_hours (target tracking cannot start a service "
+                             f"from 0 tasks), got {self.min_tasks!r}")
         if self.https and not self.domain_name:
             raise ValueError("domain_name: required with certificate_arn or hosted_zone_id (the name clients verify)")
 
@@ -396,10 +402,13 @@ class Service(pulumi.ComponentResource):
         )
         if scaled:
             resource_id = pulumi.Output.concat("service/", cluster.name, "/", service.name)
+            # With a schedule its actions own min/max (0..0 after stop): a refresh or an update of the
+            # target must not write minTasks..maxTasks back off-hours (docs/cost.md).
             target = aws.appautoscaling.Target(
                 f"{name}-scaling-target", service_namespace="ecs", scalable_dimension="ecs:service:DesiredCount",
                 resource_id=resource_id, min_capacity=args.min_tasks, max_capacity=args.max_tasks, tags=tags,
-                opts=child)
+                opts=pulumi.ResourceOptions(parent=self, ignore_changes=WORK_HOURS_IGNORED
+                                            if args.work_hours is not None else None))
             if args.work_hours is not None:
                 build_actions(name, args.work_hours, target=target, min_tasks=args.min_tasks,
                               max_tasks=args.max_tasks, parent=self)

@@ -195,7 +195,8 @@ class MlflowTrackingServer(pulumi.ComponentResource):
 
         network = Network(f"{name}-network", NetworkArgs(
             availability_zones=args.availability_zones, region=args.region, cidr_block=args.vpc_cidr,
-            nat_mode=args.nat_mode, implementation=args.network_implementation, tags=tags), opts=child)
+            nat_mode=args.nat_mode, implementation=args.network_implementation, task_subnets=args.task_subnets,
+            tags=tags), opts=child)
 
         service_sg = aws.ec2.SecurityGroup(f"{name}-service-sg", vpc_id=network.vpc_id,
                                            description="MLflow tasks: port 5000 from the ALB only",
@@ -273,7 +274,8 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             target_group_arn_suffix=service.target_group_arn_suffix, cluster_name=service.cluster_name,
             service_name=service.service_name, service_arn=service.service_arn,
             db_cluster_identifier=database.cluster_identifier, db_connection_limit=pool.connection_limit,
-            container_insights=args.container_insights, min_tasks=args.min_tasks, thresholds=args.alarm_thresholds,
+            container_insights=args.container_insights, min_tasks=args.min_tasks, work_hours=args.work_hours,
+            thresholds=args.alarm_thresholds,
             alarm_email=args.alarm_email, waf_rate_limit=args.waf_rate_limit, tags=tags), opts=child)
 
         self.tracking_uri = service.tracking_uri

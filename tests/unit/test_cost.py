@@ -269,3 +269,49 @@ def test_cli_unknown_stack_is_one_line(tmp_path):
     err, out = io.StringIO(), io.StringIO()
     assert main(["cost", "nosuchstack"], stdout=out, stderr=err) == 1
     assert err.getvalue().count("\n") == 1 and "Pulumi.nosuchstack.yaml" in err.getvalue()
+
+
+# --- the schedule's edges, the cheap dev network --------------------------------------------------
+
+def test_a_schedule_with_min_tasks_0_is_refused_at_preview():
+    """Application Auto Scaling "Target tracking scaling policies": a target tracking policy does not
+    scale out from 0 (no task, no CPU metric), so a start action setting 0..max would start
+    nothing: the service would stay down after the first stop."""
+    with pytest.raises(config.SettingsError) as err:
+        config.load_settings({"allowedCidrs": "10.0.0.0/8", "schedule": json.dumps(WORK), "minTasks": "0",
+                              "desiredCount": "0", "maxTasks": "2"})
+    text = str(err.value)
+    assert "\n" not in text and text.startswith("invalid setting mlflow-tracking:minTasks = '0'")
+    assert "schedule" in text and "from 1" in text
+    assert config.load_settings({"allowedCidrs": "10.0.0.0/8", "minTasks": "0", "desiredCount": "0",
+                                 "maxTasks": "2"}).min_tasks == 0  # without a schedule 0 stays allowed
+
+
+def test_with_a_schedule_pulumi_leaves_the_targets_min_and_max_to_the_actions():
+    """pulumi-aws ``appautoscaling.Target``: inputs ``minCapacity`` / ``maxCapacity``; the stop
+    action sets both to 0, so a refresh or a Target update off-hours must not write
+    minTasks..maxTasks back (which would start the tasks until the next stop)."""
+    target = _run(schedule=WORK).one("aws:appautoscaling/target:Target")
+    assert target.ignore_changes == ("minCapacity", "maxCapacity")
+    assert _run(maxTasks=2).one("aws:appautoscaling/target:Target").ignore_changes == ()
+
+
+def test_public_tasks_without_nat_need_no_interface_endpoints():
+    """Amazon ECS API Reference, AwsVpcConfiguration: a Fargate task with a public IP in a public
+    subnet pulls its image and reaches Logs and Secrets Manager through the internet gateway;
+    private tasks without a NAT need the interface endpoints (ECS Developer Guide, "Amazon ECS
+    interface VPC endpoints")."""
+    endpoint = "aws:ec2/vpcEndpoint:VpcEndpoint"
+    public = _run(natMode="none", taskSubnets="public")
+    kinds = sorted(e.inputs["vpcEndpointType"] for e in public.of_type(endpoint))
+    assert kinds == ["Gateway"]  # the free S3 gateway endpoint stays
+    assert not [g for g in public.of_type("aws:ec2/securityGroup:SecurityGroup") if g.name.endswith("-endpoints-sg")]
+    private = _run(natMode="none", taskSubnets="private")
+    assert sorted(e.inputs["vpcEndpointType"] for e in private.of_type(endpoint)).count("Interface") == 4
+
+
+def test_public_tasks_without_nat_cost_less_than_the_nat():
+    base = cost.estimate("dev", {"natMode": "single", "taskSubnets": "private"})
+    cheap = cost.estimate("dev", {"natMode": "none", "taskSubnets": "public"})
+    assert cheap.total < base.total
+    assert cheap.amount("NAT gateway") == 0

@@ -104,7 +104,8 @@ def test_5xx_alarms_are_rates_of_the_real_load_balancer_and_target_group(stack):
         assert metric(q["errors"]) == ("AWS/ApplicationELB", code, dims, "Sum")
         assert metric(q["requests"]) == ("AWS/ApplicationELB", "RequestCount", lb, "Sum")
         assert [k for k, v in q.items() if v["returnData"]] == ["rate"]
-        assert "100 * FILL(errors, 0) / FILL(requests, 0)" in q["rate"]["expression"]
+        # the rate's values: test_5xx_rate_needs_a_minimum_count_so_a_scanner_off_hours_does_not_alarm
+        assert "100 * FILL(errors, 0) / IF(FILL(requests, 0) > FILL(errors, 0)" in q["rate"]["expression"]
         assert a[key]["threshold"] == t.http5xx_percent == 5
         assert a[key]["comparisonOperator"] == "GreaterThanThreshold"
     u = a["unhealthy-hosts"]
@@ -327,3 +328,98 @@ def test_bad_monitoring_settings_fail_at_preview_with_one_line(key, value, allow
     assert "\n" not in message and message.startswith(f"invalid setting {NS}:{key} = ")
     assert allowed in message
     assert result.resources == []
+
+
+# --- the working-hours schedule, the 5xx minimum, the partition ---------------------------------
+
+WORK = {"days": "MON-FRI", "start": "08:00", "stop": "19:00", "timeZone": "Europe/Berlin"}
+
+
+class _N(float):
+    """A metric math value: dividing by zero gives no value (NaN) instead of raising, as CloudWatch
+    evaluates IF element-wise and never uses the branch it did not pick."""
+
+    def __truediv__(self, other):
+        return _N(float("nan")) if float(other) == 0 else _N(float(self) / float(other))
+
+    def __mul__(self, other):
+        return _N(float(self) * float(other))
+
+    __rmul__ = __mul__
+
+
+def _evaluate(expression: str, errors: float, requests: float) -> float:
+    """The alarm's metric math for one five-minute period (errors, requests: the two sums)."""
+    def IF(cond, a, b):  # noqa: N802 (metric math's name)
+        return a if cond else b
+
+    def FILL(x, _value):  # noqa: N802
+        return x
+
+    return float(eval(expression, {"IF": IF, "FILL": FILL}, {"errors": _N(errors), "requests": _N(requests)}))
+
+
+def test_5xx_rate_needs_a_minimum_count_so_a_scanner_off_hours_does_not_alarm(dev):
+    """ELB User Guide, "CloudWatch metrics for your Application Load Balancer": RequestCount counts
+    only requests for which a target was chosen, so the ELB's 503s with no registered target (a
+    stopped service, outside the ``schedule``) come with no request counted."""
+    from components import monitoring
+
+    MIN_5XX_COUNT = getattr(monitoring, "MIN_5XX_COUNT", 10)  # noqa: N806
+    a = alarms(dev)
+    for key in ("alb-5xx", "target-5xx"):
+        expr = queries(a[key])["rate"]["expression"]
+        threshold = a[key]["threshold"]
+        assert _evaluate(expr, errors=3, requests=0) <= threshold, "a few 503s off-hours are no outage"
+        assert _evaluate(expr, errors=1, requests=2) <= threshold, "one error among two requests neither"
+        assert _evaluate(expr, errors=MIN_5XX_COUNT, requests=0) == 100  # no target at all in working hours
+        assert _evaluate(expr, errors=12, requests=100) == 12
+        assert _evaluate(expr, errors=0, requests=0) == 0
+        assert _evaluate(expr, errors=MIN_5XX_COUNT - 1, requests=MIN_5XX_COUNT) == 0
+
+
+def test_with_a_schedule_no_alarm_takes_the_evening_for_a_failure():
+    """Application Auto Scaling "Scheduled scaling": the stop action sets 0..0 and ECS stops every
+    task; ECS Developer Guide, "Amazon ECS CloudWatch metrics" / "Container Insights": no metric is
+    sent for a service with no RUNNING task. dev (no Container Insights) would see HealthyHostCount
+    0 < minTasks every evening: no such alarm with a schedule; prod's running-vs-desired alarm takes
+    no data as fine then (and still fires on desired > running in working hours)."""
+    d = alarms(run_program("dev", schedule=WORK))
+    assert "tasks-below-desired" not in d
+    assert {"alb-5xx", "target-5xx", "unhealthy-hosts", "cpu", "memory"} <= set(d)
+    p = alarms(run_program("prod", **PROD_OVERRIDES, schedule=WORK))["tasks-below-desired"]
+    assert p["treatMissingData"] == "notBreaching"
+    assert queries(p)["missing"]["expression"] == "FILL(desired, 0) - FILL(running, 0)"
+    assert (p["threshold"], p["comparisonOperator"]) == (0, "GreaterThanThreshold")
+
+
+def test_spool_alarm_does_not_claim_a_single_task(prod):
+    """ECS Developer Guide, "Container Insights": CloudWatch turns the performance log events into
+    aggregated metrics at cluster, service and task level; ClusterName + ServiceName is the
+    service's aggregate, not its fullest task."""
+    x = alarms(prod)["spool"]
+    assert "aggregated over its tasks" in x["alarmDescription"] and "A task's" not in x["alarmDescription"]
+    body = json.loads(prod.one("aws:cloudwatch/dashboard:Dashboard").inputs["dashboardBody"])
+    titles = [w["properties"]["title"] for w in body["widgets"]]
+    assert not any("fullest task" in t for t in titles)
+
+
+def test_topic_and_key_policies_use_the_partition_of_the_region():
+    """IAM User Guide, "IAM identifiers" (ARN format): China regions are partition aws-cn,
+    GovCloud aws-us-gov; an arn:aws principal there names no account."""
+    from components.monitoring import Monitoring, MonitoringArgs
+
+    def body():
+        Monitoring("m", MonitoringArgs(
+            region="cn-north-1", account_id=ACCOUNT, load_balancer_arn="arn:aws-cn:elasticloadbalancing:x",
+            load_balancer_arn_suffix="app/a/1", target_group_arn_suffix="targetgroup/t/1", cluster_name="c",
+            service_name="s", service_arn="arn:aws-cn:ecs:cn-north-1:123456789012:service/c/s",
+            db_cluster_identifier="db", db_connection_limit=90, container_insights=False, min_tasks=1))
+
+    r = run(body)
+    key = {s["Sid"]: s for s in r.named("m-topic-key").policy()["Statement"]}
+    assert key["AccountAdministers"]["Principal"] == {"AWS": f"arn:aws-cn:iam::{ACCOUNT}:root"}
+    topic = {s["Sid"]: s for s in r.named("m-alarms-policy").policy()["Statement"]}
+    assert topic["AccountOwns"]["Principal"] == {"AWS": f"arn:aws-cn:iam::{ACCOUNT}:root"}
+    assert topic["CloudWatchAlarms"]["Condition"]["ArnLike"]["aws:SourceArn"] == (
+        f"arn:aws-cn:cloudwatch:cn-north-1:{ACCOUNT}:alarm:*")
