@@ -546,7 +546,12 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     elif s.embedded and (state / "admin_password").exists() and not s.admin_password:
         info(f"admin user {s.admin_user!r}: password in {state / 'admin_password'}")
 
-    # basic-auth configuration: database_uri has no env override, so render the file
+    # basic-auth configuration: database_uri has no env override, so render the file.
+    # auth_cache_ttl_seconds: the fast path keeps a verified password only bound to the stored hash it
+    # matched (a change applies at the next request everywhere); MLflow's own cache keeps the user
+    # record and goes stale on other workers and tasks, so with MLflow's app it is off (0).
+    app = auth_app(s)
+    cache_ttl = s.cache_ttl if app == FASTPATH_APP else 0
     auth_uri = db["auth_url"].render_as_string(hide_password=False)
     ini = run_dir / "basic_auth.ini"
     write_private(ini, "\n".join([
@@ -555,7 +560,7 @@ def prepare(env: dict) -> tuple[list[str], dict]:
         f"database_uri = {auth_uri.replace('%', '%%')}",
         "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
         "grant_default_workspace_access = false",
-        f"auth_cache_ttl_seconds = {s.cache_ttl}",
+        f"auth_cache_ttl_seconds = {cache_ttl}",
         "",
     ]))
 
@@ -584,7 +589,6 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     for name in ("MLFLOW_HOST", "MLFLOW_PORT", "MLFLOW_WORKERS"):
         child.pop(name, None)
 
-    app = auth_app(s)
     # both apps: plugins/ holds the fast path's app and the pool hook that every MLflow process loads
     child["PYTHONPATH"] = os.pathsep.join(p for p in (str(PLUGINS), child.get("PYTHONPATH", "")) if p)
     argv = [sys.executable, "-m", "mlflow", "server", "--app-name", app,
@@ -596,7 +600,7 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     info(f"starting mlflow server on {s.host}:{s.port}: {s.workers} workers, keep-alive {s.lb_idle + 5} s "
          f"(load balancer idle timeout {s.lb_idle} s), artifacts {'proxied to' if s.serve_artifacts else 'at'} "
          f"{destination}, auth on ({app}; default permission {s.default_permission}, credential cache "
-         f"{s.cache_ttl} s), "
+         f"{f'{cache_ttl} s, bound to the stored password hash' if cache_ttl else 'off'}), "
          f"job execution {'on' if s.job_execution else 'off'}, MLflow telemetry "
          f"{'off' if child['MLFLOW_DISABLE_TELEMETRY'].lower() in ('true', '1') else 'as MLflow decides'}")
     check_port(s.host, s.port)  # again: the database wait may have taken minutes

@@ -1,8 +1,9 @@
-"""MLflow's basic-auth app with two cheaper lookups in its permission check.
+"""MLflow's basic-auth app with two cheaper lookups in its permission check and a credential
+cache that is never stale.
 
 ``mlflow server --app-name basic-auth-fastpath`` runs exactly MLflow's own
 ``mlflow.server.auth.create_app`` (the same routes, validators, grants and decisions) after
-two changes to how the check reads the database, measured in bench/ (README "Performance"):
+three changes to how the check reads the database, measured in bench/ (README "Performance"):
 
 1. **Run -> experiment.** To authorize a call on a run (``log-metric``, ``log-batch``,
    ``get``, ...), MLflow loads the whole run through ``get_run``: its latest metrics, params,
@@ -15,10 +16,18 @@ two changes to how the check reads the database, measured in bench/ (README "Per
    (``sender_is_admin`` and ``resolve_permissions``); here the second read reuses the first,
    within the same request's permission check only (nothing is kept between requests, so a
    change of a user's admin flag or grants applies to the next request exactly as before).
+3. **Credentials** (:mod:`.credentials`). MLflow's credential cache (``auth_cache_ttl_seconds``)
+   keeps the user record read when a password was first verified, and forgets it only on the
+   worker that handled a change: other workers and tasks accept an old password, a deleted user
+   or a removed admin flag until its TTL runs out. Here MLflow's cache is off; the user's record
+   is read on every request (the read of change 2, shared with the permission check) and only
+   the PBKDF2 verdict is kept, keyed by the stored hash it was checked against, for at most
+   ``auth_cache_ttl_seconds`` (0: PBKDF2 on every request) and ``auth_cache_max_size`` entries.
 
-Both changes are applied only to the MLflow version they were checked against
+The changes are applied only to the MLflow version they were checked against
 (:data:`VERIFIED_MLFLOW_VERSIONS`): the code they rely on is internal to MLflow. On any other
-version the app logs a warning and runs MLflow's basic-auth app unchanged.
+version the app logs a warning and runs MLflow's basic-auth app unchanged (but for MLflow's
+credential cache, turned off: one PBKDF2 hash per request).
 
 MLflow finds this app through the ``mlflow.app`` entry point in the ``*.dist-info`` directory
 beside this package; the image's entrypoint puts this directory on ``PYTHONPATH``.
@@ -100,9 +109,43 @@ def _check_with_user_memo(before_request):
     return check
 
 
+def _authenticate_against_stored_hash(auth, credentials):
+    """MLflow's ``_authenticate_cached`` (the FastAPI path; the Flask path below): the same
+    answers, from the user's record read now and a PBKDF2 verdict bound to its hash."""
+    from mlflow.exceptions import MlflowException
+
+    @functools.wraps(auth._authenticate_cached)
+    def authenticate(username, password):
+        try:
+            user = auth.store.get_user(username)  # within a check: the read the check shares
+        except MlflowException:  # no such user (store.authenticate_user's False)
+            return None
+        if not credentials.check(username, password, user.password_hash):
+            return None
+        return None if auth._is_disabled_legacy_admin_login(username, password, user) else user
+
+    return authenticate
+
+
+def _basic_auth_against_stored_hash(auth, authenticate_request_basic_auth):
+    """MLflow's ``authenticate_request_basic_auth`` (the Flask path) on the check above."""
+    import flask
+
+    @functools.wraps(authenticate_request_basic_auth)
+    def basic_auth():
+        authorization = flask.request.authorization
+        if authorization is None:
+            return auth.make_basic_auth_response()
+        if auth._authenticate_cached(authorization.username, authorization.password):
+            return authorization
+        return auth.make_basic_auth_response()  # let user attempt login again
+
+    return basic_auth
+
+
 def install(auth) -> bool:
-    """Apply both changes to the module ``mlflow.server.auth``; False (and nothing changed)
-    on an MLflow version this module was not verified against."""
+    """Apply the three changes to the module ``mlflow.server.auth``; False on an MLflow version
+    this module was not verified against (nothing changed but MLflow's credential cache: off)."""
     import mlflow
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
@@ -111,13 +154,25 @@ def install(auth) -> bool:
     if mlflow.__version__ not in VERIFIED_MLFLOW_VERSIONS:
         _log.warning("mlflow-auth-fastpath: MLflow %s is not one of the verified versions %s: running "
                      "MLflow's basic-auth app unchanged", mlflow.__version__, sorted(VERIFIED_MLFLOW_VERSIONS))
+        if getattr(auth, "_USER_AUTH_CACHE", None) is not None:  # stale across workers: correct and slow instead
+            auth._USER_AUTH_CACHE = None
+            _log.warning("mlflow-auth-fastpath: MLflow's credential cache is off (one PBKDF2 hash per request)")
         return False
     auth._fetch_or_none = _fetch_run_experiment_only(auth._fetch_or_none, SqlAlchemyStore.get_run)
     auth.store.get_user = _user_read_once_per_check(auth.store.get_user)
     auth._before_request = _check_with_user_memo(auth._before_request)
+    from mlflow_auth_fastpath.credentials import VerifiedCredentials
+
+    credentials = VerifiedCredentials(auth.auth_config.auth_cache_max_size, auth.auth_config.auth_cache_ttl_seconds)
+    auth._USER_AUTH_CACHE = None  # MLflow's own (stale) cache: off; _invalidate_user_auth_cache has nothing to drop
+    auth._mlflow_auth_fastpath_credentials = credentials
+    auth._authenticate_cached = _authenticate_against_stored_hash(auth, credentials)
+    auth.authenticate_request_basic_auth = _basic_auth_against_stored_hash(auth, auth.authenticate_request_basic_auth)
+    auth.get_auth_func.cache_clear()  # it resolves authenticate_request_basic_auth by name
     auth._mlflow_auth_fastpath = True
     _log.info("mlflow-auth-fastpath: run permission checks read only the run's experiment; the user "
-              "record is read once per check (MLflow %s)", mlflow.__version__)
+              "record is read once per check; verified credentials are kept by stored hash (%s s, %s entries; "
+              "MLflow %s)", credentials.max_age, credentials.max_size, mlflow.__version__)
     return True
 
 
