@@ -131,7 +131,7 @@ def test_schedule_runs_the_task_privately_on_the_services_cluster(on):
     net = ecs["networkConfiguration"]
     assert net["subnets"] == service["networkConfiguration"]["subnets"]
     assert net["securityGroups"] == service["networkConfiguration"]["securityGroups"]
-    assert net["assignPublicIp"] is False
+    assert net["assignPublicIp"] == service["networkConfiguration"]["assignPublicIp"]  # dev: public tasks
     assert target["retryPolicy"] == {"maximumRetryAttempts": 3, "maximumEventAgeInSeconds": 3600}
     deps = on.one(SCHEDULE).dependencies
     for name in ("mlflow-service-gc-task-policy", "mlflow-service-gc-exec-policy", "mlflow-service-gc-scheduler-policy"):

@@ -33,10 +33,11 @@ ENDPOINT = "aws:ec2/vpcEndpoint:VpcEndpoint"
 
 STACKS = {
     # stack file, overrides -> (zones, awsx NAT strategy, NAT gateways)
-    "dev": (("dev", {}), 2, "Single", 1),
-    "dev-3az": (("dev", {"azCount": 3}), 3, "Single", 1),
+    # dev's stack file has public tasks and no NAT (test_cost.py); here the private-task shapes
+    "dev": (("dev", {"natMode": "single", "taskSubnets": "private"}), 2, "Single", 1),
+    "dev-3az": (("dev", {"natMode": "single", "taskSubnets": "private", "azCount": 3}), 3, "Single", 1),
     "prod": (("prod", PROD_OVERRIDES), 2, "OnePerAz", 2),
-    "dev-no-nat": (("dev", {"natMode": "none"}), 2, "None", 0),
+    "dev-no-nat": (("dev", {"natMode": "none", "taskSubnets": "private"}), 2, "None", 0),
     "prod-no-nat-3az": (("prod", {**PROD_OVERRIDES, "natMode": "none", "azCount": 3}), 3, "None", 0),
 }
 _runs: dict[tuple, Run] = {}
@@ -324,7 +325,8 @@ def _graph_outside_the_network(r: Run, ids: dict[str, str], net_urn: str) -> dic
     return {x.urn: (x.type, norm(x.inputs)) for x in r.resources if x.parent != net_urn and x.type != NETWORK}
 
 
-@pytest.mark.parametrize("stack,overrides", [("dev", {}), ("prod", PROD_OVERRIDES), ("dev", {"natMode": "none"})])
+@pytest.mark.parametrize("stack,overrides", [("dev", {}), ("prod", PROD_OVERRIDES),
+                                             ("dev", {"natMode": "none", "taskSubnets": "private"})])
 def test_graph_outside_the_network_is_the_legacy_graph(stack, overrides):
     """The issue: the program's graph for dev and prod is unchanged apart from the network's
     resources. Built under mocks both ways; outside the Network component the same URNs, types

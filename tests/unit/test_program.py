@@ -90,10 +90,11 @@ def test_security_groups_chain_alb_to_service_to_database(stack):
     assert out_of_service == [(443, "0.0.0.0/0"), (3306, db_sg)]
 
 
-def test_tasks_run_in_private_subnets_without_public_ip(stack):
-    _, r = stack
+def test_tasks_run_in_private_subnets_without_public_ip_in_prod_public_in_dev(stack):
+    name, r = stack
     net = r.one("aws:ecs/service:Service").inputs["networkConfiguration"]
-    assert sorted(net["subnets"]) == tier_ids(r, "private") and net["assignPublicIp"] is False
+    tier = "public" if name == "dev" else "private"  # dev: taskSubnets public, natMode none (docs/cost.md)
+    assert sorted(net["subnets"]) == tier_ids(r, tier) and net["assignPublicIp"] is (name == "dev")
 
 
 def test_bucket_locked_down(stack):
@@ -222,7 +223,8 @@ def test_dev_is_cheap_and_disposable(dev):
     assert c["serverlessv2ScalingConfiguration"]["minCapacity"] == 0
     assert 300 <= c["serverlessv2ScalingConfiguration"]["secondsUntilAutoPause"] <= 86400
     assert c["deletionProtection"] is False and c["skipFinalSnapshot"] is True
-    assert len(dev.of_type("aws:ec2/natGateway:NatGateway")) == 1
+    assert not dev.of_type("aws:ec2/natGateway:NatGateway")  # public tasks: no NAT, no interface endpoints
+    assert [e.inputs["vpcEndpointType"] for e in dev.of_type("aws:ec2/vpcEndpoint:VpcEndpoint")] == ["Gateway"]
     assert len(dev.of_type(INSTANCE)) == 1
     assert dev.one("aws:ecs/service:Service").inputs["desiredCount"] == 1
     assert 25 <= dev.named(SERVER_TASK).inputs["ephemeralStorage"]["sizeInGib"] <= 40
@@ -292,7 +294,7 @@ def test_prod_never_builds_and_runs_its_own_copy_of_the_promoted_digest(prod):
 def test_nat_none_admits_the_service_to_the_interface_endpoints():
     from tests.unit.conftest import run_program
 
-    r = run_program("dev", natMode="none")
+    r = run_program("dev", natMode="none", taskSubnets="private")  # dev itself has public tasks
     assert not r.of_type("aws:ec2/natGateway:NatGateway")
     endpoint_sg = r.named("mlflow-network-endpoints-sg").id
     rules = [x for x in r.of_type(ING) if x.inputs["securityGroupId"] == endpoint_sg]

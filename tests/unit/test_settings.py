@@ -31,7 +31,7 @@ def test_defaults_are_documented_and_safe():
 
 def test_dev_stack_file_settings():
     s = settings_of("dev")
-    assert (s.environment, s.protect_data, s.nat_mode) == ("dev", False, "single")
+    assert (s.environment, s.protect_data, s.nat_mode, s.task_subnets) == ("dev", False, "none", "public")
     assert s.db_min_acu == 0 and 300 <= s.db_auto_pause_seconds <= 86400
     assert (s.desired_count, s.min_tasks, s.max_tasks) == (1, 1, 1)
     assert 25 <= s.ephemeral_storage_gib <= 40
