@@ -39,7 +39,7 @@ class AlarmThresholdsArgs(TypedDict, total=False):
     memory_percent: float
     'Service average memory (AWS/ECS MemoryUtilization) for 15 minutes. Default: 85.'
     spool_percent: float
-    "Fullest task's ephemeral storage (the spool), 10 minutes. Default: 80."
+    "The service's ephemeral storage (the spool) used, as Container Insights aggregates it over the service's tasks, 10 minutes. Default: 80."
     acu_percent: float
     "Writer's ACUUtilization (capacity as a percentage of dbMaxAcu) for 15 minutes. Default: 90."
     connections_percent: float
