@@ -169,6 +169,9 @@ def install(auth) -> bool:
     auth._authenticate_cached = _authenticate_against_stored_hash(auth, credentials)
     auth.authenticate_request_basic_auth = _basic_auth_against_stored_hash(auth, auth.authenticate_request_basic_auth)
     auth.get_auth_func.cache_clear()  # it resolves authenticate_request_basic_auth by name
+    from mlflow_auth_fastpath import search  # search_runs: pages without model links skip the re-parse
+
+    search.install(auth)
     auth._mlflow_auth_fastpath = True
     _log.info("mlflow-auth-fastpath: run permission checks read only the run's experiment; the user "
               "record is read once per check; verified credentials are kept by stored hash (%s s, %s entries; "
