@@ -29,10 +29,6 @@ non-zero capacity Serverless v2 has (0.5 ACU); not a documented floor for min 0,
 GC_RUN_SECONDS = 600
 """Assumed length of one scheduled gc task run (it holds a database connection while it runs)."""
 WEEKS_PER_MONTH = 365.0 / 7 / 12
-RUN_ATTEMPTS = 3
-"""Runs of the program under mocks before giving up on "There is no current event loop in thread
-'asyncio_N'": seen about once in 5 runs on 2026-11-30 with the awsx network stand-in on a loaded
-machine (an Output awaited in an executor thread of the mocks); a retry builds the same graph."""
 PLACEHOLDER_IMAGE = "123456789012.dkr.ecr.eu-west-1.amazonaws.com/mlflow-dev@sha256:" + "0" * 64
 PLACEHOLDER_DOMAIN = "mlflow.example.com"
 PLACEHOLDER_ZONE = "Z0000000000PLACEHOLDER"
@@ -200,15 +196,11 @@ def build_graph(stack: str, overrides: Optional[dict[str, Any]] = None, work_dir
 
     import program
 
-    for attempt in range(1, RUN_ATTEMPTS + 1):
-        try:
-            result = run(program.define_stack, stack_config(stack, **(overrides or {})), stack)
-            break
-        except Exception as err:  # a settings error is one line; anything else: one line too
-            text = " ".join(str(err).split()) or type(err).__name__
-            if attempt < RUN_ATTEMPTS and "no current event loop in thread" in text:
-                continue  # the mocks' intermittent thread race (see RUN_ATTEMPTS): the graph is deterministic
-            raise CostError(f"the program did not build under mocks: {text}") from None
+    try:  # one run: the graph is deterministic, so any failure is a real one
+        result = run(program.define_stack, stack_config(stack, **(overrides or {})), stack)
+    except Exception as err:  # a settings error is one line; anything else: one line too
+        text = " ".join(str(err).split()) or type(err).__name__
+        raise CostError(f"the program did not build under mocks: {text}") from None
     # A packaged component's children (awsx's VPC: subnets, NAT gateways, EIPs...) are created by
     # its provider, not the program; the mocks compute them as awsx would (tests/unit/fake_awsx.py).
     children = [_Child(c.type, c.name, c.id, dict(c.inputs), c.parent)

@@ -76,7 +76,9 @@ _ID_PREFIX = {"aws:ec2/vpc:Vpc": "vpc", "aws:ec2/subnet:Subnet": "subnet", "aws:
 def build(urn: str, name: str, inputs: dict[str, Any], transforms: list[Callable],
           make_urn: Callable[[str, str, str], str], urn_of: Callable[[Any], str]) -> tuple[dict[str, Any], list[Child]]:
     """The component's outputs and its children. ``urn_of`` gives the URN of a resource object
-    an alias names as its parent."""
+    an alias names as its parent. Call it on the program's event loop, as the engine runs
+    transforms (``transforms`` get a ``DependencyResource`` parent, whose ``asyncio.Future()``
+    needs a current loop; the harness's ``RecordingMonitor._on_program_loop``)."""
     zones = inputs.get("availabilityZoneNames")
     if zones and inputs.get("numberOfAvailabilityZones"):
         raise AwsxError("Only one of [availabilityZoneNames] and [numberOfAvailabilityZones] can be specified")

@@ -9,8 +9,10 @@ with the resources and the resolved stack exports.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -19,6 +21,7 @@ from unittest import mock
 import pulumi
 import yaml
 from pulumi.runtime.mocks import MockMonitor
+from pulumi.runtime.sync_await import _ensure_event_loop
 
 from tests.unit import fake_awsx, stand_ins
 
@@ -184,19 +187,27 @@ class RecordingMonitor(MockMonitor):
     """Also records parent, protect, ignoreChanges, dependencies and customTimeouts
     (MockResourceArgs carries none of them)."""
 
-    def __init__(self, recorder: Recorder) -> None:
+    def __init__(self, recorder: Recorder, loop: Optional[asyncio.AbstractEventLoop] = None) -> None:
         super().__init__(recorder)
         self.recorder = recorder
+        self.loop = loop
+        """The program's event loop (the one ``pulumi.runtime.test`` runs the program on)."""
+        self.lock = threading.Lock()
+        """Guards ``recorder.resources``: worker threads add to it while the awsx stand-in, on the
+        program's loop, reads it ("dictionary changed size during iteration", 1 build in 200)."""
 
     def RegisterResource(self, request):
+        # The SDK calls this in a worker thread of the event loop's executor (``run_in_executor``,
+        # pulumi/runtime/resource.py), which has no event loop of its own until MockMonitor's
+        # RegisterResource sets one; the awsx stand-in runs on the program's loop instead (below).
         if request.type == fake_awsx.VPC_TYPE:
-            self._awsx_vpc(request)
+            self._on_program_loop(self._awsx_vpc, request)
         response = super().RegisterResource(request)
         if request.type != "pulumi:pulumi:Stack":
             urn = self.make_urn(request.parent, request.type, request.name)
             registration = self.resources[urn]
             state = registration.state
-            self.recorder.resources[urn] = Res(
+            record = Res(
                 urn=urn, type=request.type, name=request.name,
                 inputs=_unwrap(raw := pulumi.runtime.rpc.deserialize_properties(request.object)), raw_inputs=raw,
                 outputs=dict(state), parent=request.parent, protect=bool(request.protect),
@@ -205,7 +216,29 @@ class RecordingMonitor(MockMonitor):
                 id=registration.id, dependencies=tuple(request.dependencies),
                 custom_timeouts={k: v for k in ("create", "update", "delete")
                                  if (v := getattr(request.customTimeouts, k, ""))})
+            with self.lock:
+                self.recorder.resources[urn] = record
         return response
+
+    def _on_program_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        """``fn(*args)`` on the program's event loop, waited for from this worker thread.
+
+        A real engine runs a component's transforms through the program's callback server, whose
+        handlers are coroutines on the program's loop (pulumi/runtime/_callbacks.py,
+        ``_CallbackServicer``: ``self._loop = asyncio.get_running_loop()``); they build
+        ``DependencyResource`` objects, whose ``asyncio.Future()`` needs a current loop. Run from
+        this worker thread, that failed with "There is no current event loop in thread
+        'asyncio_N'" whenever the registration landed on a thread no earlier RPC had given a loop
+        (MockMonitor's own RPCs call ``_ensure_event_loop`` first; this override ran before it)."""
+        loop = self.loop
+        if loop is None or not loop.is_running():
+            raise AssertionError("harness: the program's event loop is not running (use harness.run)")
+        if asyncio._get_running_loop() is loop:  # already on the program's loop (not the SDK's path today)
+            return fn(*args)
+
+        async def call() -> Any:
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(call(), loop).result()
 
     def _awsx_vpc(self, request) -> None:
         urn = self.make_urn(request.parent, request.type, request.name)
@@ -213,8 +246,9 @@ class RecordingMonitor(MockMonitor):
         transforms = pulumi.runtime.mocks._resolve_callbacks(request.transforms)
 
         def urn_of(resource: Any) -> str:
-            return next(r.urn for r in self.recorder.resources.values()
-                        if r.type == resource._type and r.name == resource._name)
+            with self.lock:
+                recorded = list(self.recorder.resources.values())
+            return next(r.urn for r in recorded if r.type == resource._type and r.name == resource._name)
         state, children = fake_awsx.build(urn, request.name, inputs, transforms, self.make_urn, urn_of)
         for c in children:
             self.resources[c.urn] = MockMonitor.ResourceRegistration(c.urn, c.id, fake_awsx.state_of(c))
@@ -282,7 +316,7 @@ def run(fn: Callable[[], Any], config: Optional[dict[str, str]] = None, stack: s
     pulumi.runtime.set_all_config(dict(config or {}), list(secret_keys or []))
     pulumi.runtime.settings.ROOT.set(None)  # a fresh root stack for this stack name
     pulumi.runtime.set_mocks(recorder, project=PROJECT, stack=stack, preview=False,
-                             monitor=RecordingMonitor(recorder))
+                             monitor=RecordingMonitor(recorder, loop=_ensure_event_loop()))  # body()'s loop
     exports: dict[str, Any] = {}
     resolved: dict[str, Any] = {}
     holder: dict[str, Any] = {}
