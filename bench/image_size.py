@@ -44,7 +44,7 @@ def describe(tag: str) -> None:
         if size not in ("0B", "0"):
             print(f"  layer {size:>8}  {created[:90]}")
     du = docker("run", "--rm", "--entrypoint", "sh", tag, "-c",
-                "cd /usr/local/lib/python3.12/site-packages && du -sk . * | sort -rn | head -16")
+                "cd /usr/local/lib/python3.12/site-packages && du -sk . && du -sk -- * | sort -rn | head -15")
     print("  site-packages (KiB):", ", ".join(f"{n} {k}" for k, n in (line.split("\t") for line in du.splitlines())))
 
 
