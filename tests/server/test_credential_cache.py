@@ -257,3 +257,76 @@ def test_the_verified_credentials_are_a_bounded_lru_with_a_max_age(monkeypatch):
     assert [off.check("u", "p1", hashes["p1"]) for _ in range(3)] == [True] * 3 and runs == ["p1"] * 3
     assert len(off) == 0
     assert all(type(k) is bytes and len(k) == 32 for k in kept._entries)  # HMAC-SHA256 digests, no password
+
+
+# The user store's database fails the way a paused or unreachable one does: SQLAlchemy raises
+# OperationalError in the user lookup, and MLflow's ManagedSessionMaker
+# (mlflow/store/db/utils.py, _get_managed_session_maker) turns it into MlflowException
+# TEMPORARILY_UNAVAILABLE (HTTP 503, which the MLflow client retries).
+_DB_DOWN = textwrap.dedent("""
+    import base64, json, sys
+    import sqlalchemy
+    import mlflow.server.auth.sqlalchemy_store as sas
+
+    app_name = sys.argv[1]
+    if app_name == "basic-auth-fastpath":
+        import mlflow_auth_fastpath
+        app = mlflow_auth_fastpath.create_app()
+    else:
+        from mlflow.server.auth import create_app
+        from mlflow.server import app as flask_app
+        app = create_app(flask_app)
+    from mlflow.server import auth
+
+    auth.store.create_user("dave", "dave-password-1")
+    client = app.test_client()
+
+    def status(name, password):
+        token = base64.b64encode(f"{name}:{password}".encode()).decode()
+        return client.get("/api/2.0/mlflow/experiments/get?experiment_id=0",
+                          headers={"Authorization": "Basic " + token}).status_code
+
+    out = {"up": status("dave", "dave-password-1"), "no such user": status("nobody", "x")}
+    get_user_row = sas.SqlAlchemyStore._get_user
+
+    def down(*args, **kwargs):
+        raise sqlalchemy.exc.OperationalError("SELECT users", {}, Exception("server has gone away"))
+
+    sas.SqlAlchemyStore._get_user = staticmethod(down)
+    out["down"] = status("dave", "dave-password-1")
+    sas.SqlAlchemyStore._get_user = staticmethod(get_user_row)
+    out["up again"] = status("dave", "dave-password-1")
+    print("RESULT " + json.dumps(out))
+""")
+
+
+def test_a_database_outage_is_503_not_a_failed_login(tmp_path):
+    """A user store that cannot be read is a 503 (MLflow's TEMPORARILY_UNAVAILABLE, retried by the
+    client), as with MLflow's own basic-auth app and its cache off (SqlAlchemyStore.authenticate_user
+    answers False only for the lookup's own errors: no such user); never a 401 that sends a
+    browser to the login prompt and makes the client give up. A missing user stays 401."""
+    got = {}
+    for app_name in ("basic-auth", "basic-auth-fastpath"):
+        work = tmp_path / app_name
+        work.mkdir()
+        ini = work / "basic_auth.ini"
+        ini.write_text(textwrap.dedent(f"""
+            [mlflow]
+            default_permission = READ
+            database_uri = sqlite:///{work}/auth.db
+            admin_username = {ADMIN}
+            admin_password = {ADMIN_PASSWORD}
+            authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+            auth_cache_ttl_seconds = 0
+        """))
+        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(work),
+               "PYTHONPATH": str(ENTRYPOINT.parent / "plugins"), "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+               "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY, "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{work}/mlflow.db",
+               "_MLFLOW_SERVER_ARTIFACT_ROOT": str(work / "artifacts")}
+        p = subprocess.run([PYTHON or sys.executable, "-c", _DB_DOWN, app_name], env=env, cwd=work,
+                           capture_output=True, text=True, timeout=300)
+        line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+        assert p.returncode == 0 and line, p.stdout[-3000:] + p.stderr[-3000:]
+        got[app_name] = json.loads(line[len("RESULT "):])
+    assert got["basic-auth"] == {"up": 200, "no such user": 401, "down": 503, "up again": 200}, got
+    assert got["basic-auth-fastpath"] == got["basic-auth"], got

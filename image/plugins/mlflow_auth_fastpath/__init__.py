@@ -113,12 +113,19 @@ def _authenticate_against_stored_hash(auth, credentials):
     """MLflow's ``_authenticate_cached`` (the FastAPI path; the Flask path below): the same
     answers, from the user's record read now and a PBKDF2 verdict bound to its hash."""
     from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    # what store.authenticate_user answers False for: the errors its user lookup raises (no such
+    # user, several), not the session's (a database that is down or paused: 503, retried)
+    no_login = {ErrorCode.Name(RESOURCE_DOES_NOT_EXIST), ErrorCode.Name(INVALID_STATE)}
 
     @functools.wraps(auth._authenticate_cached)
     def authenticate(username, password):
         try:
             user = auth.store.get_user(username)  # within a check: the read the check shares
-        except MlflowException:  # no such user (store.authenticate_user's False)
+        except MlflowException as e:
+            if e.error_code not in no_login:
+                raise
             return None
         if not credentials.check(username, password, user.password_hash):
             return None
