@@ -166,3 +166,31 @@ def test_installed_by_its_entry_point_in_every_mlflow_process():
     p = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env={"PYTHONPATH": str(plugins), "PATH": "/usr/bin:/bin"},
                        capture_output=True, text=True, timeout=120)
     assert p.stdout.strip().endswith("ok"), p.stderr[-2000:]
+
+
+def test_a_database_out_of_space_is_not_called_a_full_spool():
+    """A database out of storage also says "No space left on device" (PostgreSQL's DiskFull: "could
+    not extend file ...: No space left on device"), which MLflow's ManagedSessionMaker answers as a
+    503 TEMPORARILY_UNAVAILABLE (retried by the client; mlflow/utils/request_utils.py). On a
+    tracking route, or as a 503 on a download route, it passes unchanged: only a proxied
+    download's 500 can be the spool's."""
+    body = json.dumps({"error_code": "TEMPORARILY_UNAVAILABLE", "message": "(psycopg2.errors.DiskFull) could "
+                       "not extend file \"base/16384/16400\": No space left on device"}).encode()
+
+    def answering(status):
+        async def app(scope, receive, send):
+            await send({"type": "http.response.start", "status": status,
+                        "headers": [(b"content-type", b"application/json")]})
+            await send({"type": "http.response.body", "body": body})
+        return app
+
+    for method, path, status in (("POST", "/api/2.0/mlflow/runs/log-metric", 503),
+                                 ("POST", "/api/2.0/mlflow/runs/log-metric", 500),
+                                 ("GET", "/api/2.0/mlflow/runs/search", 500),
+                                 ("GET", "/get-artifact", 503),
+                                 ("GET", "/api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/x", 503)):
+        sent, exc = call(answering(status), method=method, path=path)
+        assert exc is None and answer(sent) == (status, json.loads(body)), (method, path, status)
+    for path in ("/model-versions/get-artifact", "/ajax-api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/x"):
+        sent, exc = call(answering(500), method="GET", path=path)
+        assert exc is None and answer(sent)[0] == 507, path

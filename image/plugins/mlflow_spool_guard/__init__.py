@@ -56,6 +56,9 @@ STATUS = 507  # Insufficient Storage (RFC 4918, 11.5)
 ERROR_CODE = "RESOURCE_EXHAUSTED"
 RESERVE = 16 * 1024 * 1024  # bytes an upload may not take: the spool also holds the auth ini and HOME
 UPLOAD_PREFIXES = ("/api/2.0/mlflow-artifacts/artifacts/", "/ajax-api/2.0/mlflow-artifacts/artifacts/")
+# the Flask download routes (mlflow/server/__init__.py: "/get-artifact", "/model-versions/get-artifact",
+# under MLflow's static prefix if one is set)
+DOWNLOAD_SUFFIXES = ("/get-artifact",)
 # what MLflow's download handlers put in their JSON 500 when the spool filled up (see above)
 ENOSPC_TEXT = (f"[Errno {errno.ENOSPC}]", os.strerror(errno.ENOSPC), f"[Errno {errno.EDQUOT}]")
 _log = logging.getLogger("mlflow_spool_guard")
@@ -145,6 +148,9 @@ class SpoolGuard:
             return await self.app(scope, receive, send)
         method, path = scope.get("method", ""), scope.get("path", "")
         upload = method == "PUT" and path.startswith(UPLOAD_PREFIXES)
+        # only a proxied download's 500 can be the spool's: a database out of space also says "No space
+        # left on device" (a 503 on any route, which the client retries) and must stay what it is
+        download = method == "GET" and (path.startswith(UPLOAD_PREFIXES) or path.endswith(DOWNLOAD_SUFFIXES))
         state = {"started": False, "held": None, "body": [], "checked": not upload}
 
         async def guarded_receive():
@@ -160,10 +166,10 @@ class SpoolGuard:
             return await receive()
 
         async def guarded_send(msg):
-            # a 5xx is held until its body is complete: MLflow's download handlers report a full
-            # spool in a JSON 500 (small); everything else passes straight through
+            # a download's 500 is held until its body is complete: MLflow's download handlers report a
+            # full spool in a JSON 500 (small); everything else passes straight through
             if msg["type"] == "http.response.start":
-                if msg["status"] >= 500:
+                if download and msg["status"] == 500:
                     state["held"] = msg
                     return
                 state["started"] = True
