@@ -125,7 +125,7 @@ for m in mods:
 from mlflow.server import _find_app
 assert _find_app("basic-auth-fastpath") and _find_app("basic-auth")
 import boto3
-for svc in ("s3", "secretsmanager", "sts", "sso", "sso-oidc", "signin"):
+for svc in ("s3", "secretsmanager", "sts", "sso", "sso-oidc", "signin", "bedrock-runtime"):
     boto3.client(svc, region_name="eu-west-1", aws_access_key_id="x", aws_secret_access_key="y")
 import mlflow.server as s
 build = os.path.join(os.path.dirname(s.__file__), "js", "build")
