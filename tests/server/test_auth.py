@@ -59,7 +59,7 @@ def test_every_route_needs_credentials(stack, routes):
 
 
 def test_wrong_password_is_refused_on_every_route_family(stack, routes):
-    """A wrong password costs one PBKDF2 hash (~75 ms here): one route per path family."""
+    """A wrong password costs one scrypt hash (~75 ms here): one route per path family."""
     s = requests.Session()
     families = {}
     for method, path in routes:

@@ -1,12 +1,12 @@
 """Credentials are checked correctly and cheaply (issue 14 item 1): a password change, a user's
 deletion and an admin demotion apply to the very next request on every worker of every task,
-and a repeated valid credential does not pay PBKDF2 again.
+and a repeated valid credential does not pay scrypt again.
 
 MLflow 3.17.2's own credential cache (``auth_cache_ttl_seconds``, ``_USER_AUTH_CACHE`` in
 mlflow/server/auth/__init__.py; its shipped basic_auth.ini says "Other workers in a multi-worker
 deployment may continue to accept the old credential until the TTL expires") keeps the ``User``
 row read when a credential was first verified, and forgets it only on the worker that handled the
-change. The fast path (image/plugins/mlflow_auth_fastpath/credentials.py) keeps only the PBKDF2
+change. The fast path (image/plugins/mlflow_auth_fastpath/credentials.py) keeps only the scrypt
 verdict, keyed by the stored hash it was checked against, and reads the user's row every request.
 
 The cluster tests use the session's stack: two entrypoint processes ("tasks", two workers each)
@@ -96,7 +96,7 @@ def test_a_password_change_applies_at_once_on_the_other_task(stack):
 
 def test_mlflows_own_app_keeps_no_stale_credential(stack):
     """With MLFLOW_AUTH_FASTPATH=false (MLflow's `basic-auth` app) the entrypoint turns MLflow's
-    credential cache off (auth_cache_ttl_seconds = 0): one PBKDF2 hash per request, never stale."""
+    credential cache off (auth_cache_ttl_seconds = 0): one scrypt hash per request, never stale."""
     env = {k: v for k, v in stack.a.env.items() if k not in PER_SERVER} | {"MLFLOW_AUTH_FASTPATH": "false"}
     with Server(env) as stock:
         assert "auth on (basic-auth; default permission READ, credential cache off)" in stock.output()
@@ -190,7 +190,7 @@ _IN_PROCESS = textwrap.dedent("""
 
 
 def test_a_repeated_valid_credential_is_verified_once(tmp_path):
-    """PBKDF2 (werkzeug's check_password_hash) runs once per credential, then not again while its
+    """scrypt (werkzeug's check_password_hash) runs once per credential, then not again while its
     stored hash is unchanged; each request reads the user's row once (the read the permission
     check makes anyway); a new stored hash is verified again."""
     ini = tmp_path / "basic_auth.ini"
@@ -212,7 +212,7 @@ def test_a_repeated_valid_credential_is_verified_once(tmp_path):
     line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
     assert p.returncode == 0 and line, p.stdout[-3000:] + p.stderr[-3000:]
     out = json.loads(line[len("RESULT "):])
-    # [status, PBKDF2 runs, reads of the user's row] per request
+    # [status, scrypt runs, reads of the user's row] per request
     assert out["carol"] == [[200, 1, 1], [200, 0, 1], [200, 0, 1]], out
     assert out["wrong password"] == [[401, 1, 1], [401, 1, 1]], out
     assert out["old password after change"] == [[401, 1, 1], [401, 1, 1]], out

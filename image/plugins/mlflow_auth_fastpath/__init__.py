@@ -21,13 +21,13 @@ three changes to how the check reads the database, measured in bench/ (README "P
    worker that handled a change: other workers and tasks accept an old password, a deleted user
    or a removed admin flag until its TTL runs out. Here MLflow's cache is off; the user's record
    is read on every request (the read of change 2, shared with the permission check) and only
-   the PBKDF2 verdict is kept, keyed by the stored hash it was checked against, for at most
-   ``auth_cache_ttl_seconds`` (0: PBKDF2 on every request) and ``auth_cache_max_size`` entries.
+   the scrypt verdict is kept, keyed by the stored hash it was checked against, for at most
+   ``auth_cache_ttl_seconds`` (0: scrypt on every request) and ``auth_cache_max_size`` entries.
 
 The changes are applied only to the MLflow version they were checked against
 (:data:`VERIFIED_MLFLOW_VERSIONS`): the code they rely on is internal to MLflow. On any other
 version the app logs a warning and runs MLflow's basic-auth app unchanged (but for MLflow's
-credential cache, turned off: one PBKDF2 hash per request).
+credential cache, turned off: one scrypt hash per request).
 
 MLflow finds this app through the ``mlflow.app`` entry point in the ``*.dist-info`` directory
 beside this package; the image's entrypoint puts this directory on ``PYTHONPATH``.
@@ -111,7 +111,7 @@ def _check_with_user_memo(before_request):
 
 def _authenticate_against_stored_hash(auth, credentials):
     """MLflow's ``_authenticate_cached`` (the FastAPI path; the Flask path below): the same
-    answers, from the user's record read now and a PBKDF2 verdict bound to its hash."""
+    answers, from the user's record read now and a scrypt verdict bound to its hash."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import INVALID_STATE, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
@@ -163,7 +163,7 @@ def install(auth) -> bool:
                      "MLflow's basic-auth app unchanged", mlflow.__version__, sorted(VERIFIED_MLFLOW_VERSIONS))
         if getattr(auth, "_USER_AUTH_CACHE", None) is not None:  # stale across workers: correct and slow instead
             auth._USER_AUTH_CACHE = None
-            _log.warning("mlflow-auth-fastpath: MLflow's credential cache is off (one PBKDF2 hash per request)")
+            _log.warning("mlflow-auth-fastpath: MLflow's credential cache is off (one scrypt hash per request)")
         return False
     auth._fetch_or_none = _fetch_run_experiment_only(auth._fetch_or_none, SqlAlchemyStore.get_run)
     auth.store.get_user = _user_read_once_per_check(auth.store.get_user)

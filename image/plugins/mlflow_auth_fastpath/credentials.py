@@ -5,11 +5,11 @@ documented in its ``basic_auth.ini``: "Other workers in a multi-worker deploymen
 accept the old credential until the TTL expires") keys a verified ``(username, password)`` to the
 ``User`` row read at that moment (password hash *and* ``is_admin``) and drops it only on the worker
 that handled a change. Here the user's row is read on every request instead (one indexed query,
-the read the permission check makes anyway) and only the PBKDF2 verdict is kept: the key is an
+the read the permission check makes anyway) and only the scrypt verdict is kept: the key is an
 HMAC-SHA256, under a random per-process key, of the username, the supplied password and the stored
 hash it was verified against. A new password (a new hash: werkzeug salts every hash), a deleted
 user (no row) or a changed admin flag (read from the row) therefore apply to the very next request
-on every worker of every task, while repeating a valid credential costs one HMAC, not PBKDF2.
+on every worker of every task, while repeating a valid credential costs one HMAC, not scrypt.
 No plaintext password is kept; the cache is a bounded LRU, and an entry is verified again after
 ``max_age`` seconds.
 """
@@ -27,9 +27,9 @@ from werkzeug import security
 
 
 class VerifiedCredentials:
-    """A bounded LRU of (username, password, stored hash) triples that PBKDF2 already accepted.
+    """A bounded LRU of (username, password, stored hash) triples that scrypt already accepted.
 
-    ``max_size`` or ``max_age`` 0: nothing is kept (every check runs PBKDF2, as MLflow does with
+    ``max_size`` or ``max_age`` 0: nothing is kept (every check runs scrypt, as MLflow does with
     its cache off). Only accepted credentials are kept; a rejected one is checked again each time,
     as in MLflow."""
 
@@ -38,7 +38,7 @@ class VerifiedCredentials:
         self.max_age = max(0.0, float(max_age))
         self._clock = clock
         self._key = secrets.token_bytes(32)  # per process: the digests are useless outside it
-        self._entries: OrderedDict[bytes, float] = OrderedDict()  # digest -> when PBKDF2 accepted it
+        self._entries: OrderedDict[bytes, float] = OrderedDict()  # digest -> when scrypt accepted it
         self._lock = threading.Lock()  # Flask handlers run on several threads of a worker
 
     @property
@@ -69,7 +69,7 @@ class VerifiedCredentials:
                     self._entries.move_to_end(key)
                     return True
                 del self._entries[key]
-        # PBKDF2 outside the lock: different credentials are verified in parallel
+        # scrypt outside the lock: different credentials are verified in parallel
         if not security.check_password_hash(password_hash, password):
             return False
         with self._lock:
