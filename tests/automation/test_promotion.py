@@ -4,7 +4,6 @@ refusal (docs/automation.md, "Promotion")."""
 
 from __future__ import annotations
 
-
 import pytest
 
 import deploy
