@@ -548,10 +548,13 @@ def prepare(env: dict) -> tuple[list[str], dict]:
 
     # basic-auth configuration: database_uri has no env override, so render the file.
     # auth_cache_ttl_seconds: the fast path keeps a verified password only bound to the stored hash it
-    # matched (a change applies at the next request everywhere); MLflow's own cache keeps the user
-    # record and goes stale on other workers and tasks, so with MLflow's app it is off (0).
+    # matched (a change applies at the next request everywhere). MLflow's own cache (its basic-auth
+    # app) keeps the user record and may accept a changed password on other workers and tasks until
+    # its TTL ends, as its basic_auth.ini documents; off (0), MLflow hashes the password inside a
+    # database session on every request, and 64 clients exhaust a pool of 10 for 30 s
+    # (tests/server/test_db_pools.py): the configured TTL is kept, and the log says what it means.
     app = auth_app(s)
-    cache_ttl = s.cache_ttl if app == FASTPATH_APP else 0
+    cache_ttl = s.cache_ttl
     auth_uri = db["auth_url"].render_as_string(hide_password=False)
     ini = run_dir / "basic_auth.ini"
     write_private(ini, "\n".join([
@@ -600,11 +603,21 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     info(f"starting mlflow server on {s.host}:{s.port}: {s.workers} workers, keep-alive {s.lb_idle + 5} s "
          f"(load balancer idle timeout {s.lb_idle} s), artifacts {'proxied to' if s.serve_artifacts else 'at'} "
          f"{destination}, auth on ({app}; default permission {s.default_permission}, credential cache "
-         f"{f'{cache_ttl} s, bound to the stored password hash' if cache_ttl else 'off'}), "
+         f"{cache_note(app, cache_ttl)}), "
          f"job execution {'on' if s.job_execution else 'off'}, MLflow telemetry "
          f"{'off' if child['MLFLOW_DISABLE_TELEMETRY'].lower() in ('true', '1') else 'as MLflow decides'}")
     check_port(s.host, s.port)  # again: the database wait may have taken minutes
     return argv, child
+
+
+def cache_note(app: str, ttl: int) -> str:
+    """What the credential cache means for the running app, for the start-up line."""
+    if not ttl:
+        return "off"
+    if app == FASTPATH_APP:
+        return f"{ttl} s, bound to the stored password hash"
+    return (f"{ttl} s, MLflow's own: other workers and tasks may accept a changed password for up to {ttl} s; "
+            "MLFLOW_AUTH_CACHE_TTL_SECONDS=0 turns it off")
 
 
 def auth_app(s: Settings) -> str:
