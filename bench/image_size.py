@@ -1,6 +1,12 @@
 """The server image's size, layers, biggest packages and start-up time (docs/image.md, "Size").
 
-    .venv/bin/python -m bench.image_size TAG [TAG ...] [--runs N]     # default 5 runs per tag
+    .venv/bin/python -m bench.image_size [LABEL=]TAG ... [--runs N] [--json PATH]   # default 5 runs per tag
+
+LABEL names the image in bench/image_size.json (default: the tag itself); bench/report.py puts the
+images labelled `project`, `before` and `stock` (a plain `pip install mlflow[auth]` image, if one was
+measured) in the main table of bench/RESULTS.md. Example:
+
+    .venv/bin/python -m bench.image_size before=mlflow-server:old project=mlflow-server:new --runs 5
 
 For each image tag (built beforehand: `docker build -t mlflow-server:x image/`, or the Dockerfile of
 another commit): its size (docker image inspect), its layers (docker history), the 15 biggest entries of
@@ -10,7 +16,8 @@ image/entrypoint.py), locked down as the ECS task is (uid 10001, read-only root,
 --network host on a free 127.0.0.1 port. The first run of each tag creates its spool volume (schemas
 migrated, state written) and is not counted; the N counted runs reuse it, i.e. start on an existing
 schema as a service's tasks do. Tags are interleaved run by run so that a busy machine slows all alike.
-Prints median / min / max; nothing is asserted (measurements, not tests).
+Prints median / min / max and writes them, with each image's size and layers, to --json
+(default bench/image_size.json); nothing is asserted (measurements, not tests).
 """
 
 from __future__ import annotations
@@ -36,16 +43,20 @@ def docker(*args: str, timeout: float = 300) -> str:
     return p.stdout
 
 
-def describe(tag: str) -> None:
+def describe(tag: str) -> dict:
     size = json.loads(docker("image", "inspect", tag))[0]["Size"]
     print(f"\n== {tag}: {size / 1e6:.0f} MB")
+    info = {"tag": tag, "size_mb": round(size / 1e6, 1), "layers": []}
     for line in docker("history", "--format", "{{.Size}}\t{{.CreatedBy}}", tag).splitlines():
         size, _, created = line.partition("\t")
         if size not in ("0B", "0"):
             print(f"  layer {size:>8}  {created[:90]}")
+            info["layers"].append([size, created[:200]])
     du = docker("run", "--rm", "--entrypoint", "sh", tag, "-c",
                 "cd /usr/local/lib/python3.12/site-packages && du -sk . && du -sk -- * | sort -rn | head -15")
     print("  site-packages (KiB):", ", ".join(f"{n} {k}" for k, n in (line.split("\t") for line in du.splitlines())))
+    info["site_packages_kib"] = {n: int(k) for k, n in (line.split("\t") for line in du.splitlines())}
+    return info
 
 
 def start_once(tag: str, volume: str) -> float:
@@ -72,12 +83,17 @@ def main(argv: list[str]) -> int:
         i = argv.index("--runs")
         runs = int(argv[i + 1])
         argv = argv[:i] + argv[i + 2:]
-    tags = argv[1:]
+    out_path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "image_size.json")
+    if "--json" in argv:
+        i = argv.index("--json")
+        out_path = argv[i + 1]
+        argv = argv[:i] + argv[i + 2:]
+    labels = dict(a.split("=", 1) if "=" in a else (a, a) for a in argv[1:])  # label -> tag
+    tags = list(labels.values())
     if not tags:
         print(__doc__.split("\n\n")[1], file=sys.stderr)
         return 2
-    for tag in tags:
-        describe(tag)
+    images = {label: describe(tag) for label, tag in labels.items()}
     volumes = {tag: f"mlflow-bench-size-{os.getpid()}-{i}" for i, tag in enumerate(tags)}
     times: dict[str, list[float]] = {tag: [] for tag in tags}
     try:
@@ -95,6 +111,14 @@ def main(argv: list[str]) -> int:
     for tag, t in times.items():
         print(f"  {tag}: median {statistics.median(t):.1f} s, min {min(t):.1f}, max {max(t):.1f} "
               f"({', '.join(f'{x:.1f}' for x in t)})")
+    for info in images.values():
+        t = times[info["tag"]]
+        info["start_s"] = {"runs": [round(x, 2) for x in t], "median": round(statistics.median(t), 2) if t else None}
+    result = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpus": os.cpu_count(),
+              "loadavg": round(os.getloadavg()[0], 1), "runs": runs, "images": images}
+    with open(out_path, "w") as f:
+        json.dump(result, f, indent=1)
+    print(f"\nwrote {out_path}")
     return 0
 
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 KINDS = {"log-metric": "log_metric", "log-batch": "log_batch (1,000 metrics)"}
 MODES = {"client": "**MLflow client**", "raw": "raw REST"}
@@ -20,6 +22,42 @@ LIMITS = {
     "start": "start-up is mostly importing MLflow in the server and in each worker; on 2 vCPUs the workers import "
              "in parallel with each other",
 }
+
+
+# bench/image_size.py writes this; the main table's image row reads it (docker image inspect sizes).
+IMAGE_SIZE_JSON = Path(__file__).with_name("image_size.json")
+# The size issue 14 starts from ("the image is 1.11 GB"); its target is at most half of it.
+IMAGE_BEFORE_MB = 1113.0
+# Shown only while no image_size.json exists: the sizes docs/image.md recorded ("Size", measured
+# 2026-11-30 with `docker image ls`, before image_size.py wrote JSON). No stock image was measured.
+RECORDED_IMAGE = {"date": "2026-11-30, recorded in docs/image.md", "method": "`docker image ls`",
+                  "note": "built on the local stand-in base image, 273 MB of each",
+                  "images": {"before": {"size_mb": IMAGE_BEFORE_MB}, "project": {"size_mb": 538.0}}}
+
+
+def image_sizes(path: Path = IMAGE_SIZE_JSON) -> dict:
+    """bench/image_size.py's last measurement, or the recorded one if it never wrote its JSON."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return RECORDED_IMAGE
+
+
+def image_row(img: dict) -> tuple[str, tuple[str, bool | None, str]]:
+    """The main table's row for the server image and its target (issue 14: at most half of before).
+    Images by label: `project`, `before` (the image before the cut), `stock` (`pip install mlflow[auth]`)."""
+    ims = img.get("images") or {}
+    size = lambda label: (ims.get(label) or {}).get("size_mb")
+    before, stock, proj = size("before") or IMAGE_BEFORE_MB, size("stock"), size("project")
+    ok = None if proj is None else proj <= before / 2
+    ratio = _ratio(proj, stock)
+    note = f"; {img['note']}" if img.get("note") else ""
+    row = (f"| server image, MB ({img.get('method', '`docker image inspect`')}, {img.get('date', '?')}{note}; "
+           f"bench/image_size.py) | "
+           f"{_f(stock, 0) if stock else '– (not measured)'} | – | {_f(proj, 0)} (before: {_f(before, 0)}) | "
+           f"{_f(ratio, 2) + '×' if ratio else '–'} | ≤ {_f(before / 2, 0)} (half of before, issue 14) | "
+           f"{_mark(ok)} |")
+    return row, (f"server image ≤ 1/2 of the {_f(before, 0)} MB before (issue 14; {_f(proj, 0)} MB)", ok, "")
 
 
 def limit_for(kind: str, n: int, a: dict, c: dict, admin: dict | None = None) -> str:
@@ -189,6 +227,9 @@ def render(r: dict) -> str:
     yn = {True: "open", False: "closed", None: "–"}
     w(f"| idle keep-alive connection after {idle} s | {yn[ka[0]]} | {yn[ka[1]]} | {yn[ka[2]]} | | open "
       f"(keep-alive > ALB idle timeout) | {_mark(None if ka[2] is None else ka[2])} |")
+    row, target = image_row(image_sizes())
+    w(row)
+    targets.append(target)
     w("")
     one = stock.get("cells", {}).get("client:log-metric/1")
     std = (r.get("variants") or {}).get("stock+uvloop", {}).get("cells", {}).get("client:log-metric/1")
