@@ -1,0 +1,403 @@
+"""Single sign-on through the load balancer (issue 15): MLflow's ``authorization_function`` hook.
+
+The entrypoint names this function in the auth ini only when MLFLOW_SSO_SIGNER_ARN is set
+(``authorization_function = mlflow_auth_fastpath.sso:authenticate_request``); MLflow 3.17.2 then calls
+it wherever it authenticates a request (``authenticate_request`` -> ``get_auth_func``: the
+permission check ``_before_request``, the after-request grant handlers, GraphQL, the FastAPI
+middleware's bridge ``_authenticate_custom_for_fastapi``), and answers ``is_basic_auth: false`` on
+``/users/current`` (the UI then hides its basic-auth logout and change-password items).
+
+A request carrying ``x-amzn-oidc-data`` is trusted only when the load balancer signed it (Elastic
+Load Balancing User Guide, "Authenticate users using an Application Load Balancer", "User claims
+encoding and signature verification"): the header is a JWT whose header holds ``alg`` (ES256: ECDSA
+P-256 + SHA-256), ``kid``, ``signer`` (the load balancer's ARN), ``iss``, ``client`` and ``exp``; its
+payload holds the claims of the identity provider's user info endpoint. Checked here, in order:
+
+1. the JWT header's ``signer`` is this stack's load balancer (MLFLOW_SSO_SIGNER_ARN), ``alg`` ES256;
+2. the ES256 signature verifies against the public key the load balancer's region publishes for
+   the header's ``kid`` (https://public-keys.auth.elb.REGION.amazonaws.com/KID, a PEM), fetched with
+   a short timeout and kept per kid in a bounded cache. An unknown kid (403/404) is 401; an endpoint
+   that cannot be reached is 503, never a pass and never a hang;
+3. the token has not expired: ``exp`` of the JWT header (where AWS's guide shows it) and of the
+   payload (where AWS's own verifier, aws-jwt-verify's AlbJwtVerifier, checks it), each one present
+   must be in the future, and at least one must be present;
+4. ``iss``, likewise in header and payload, equals MLFLOW_SSO_ISSUER (the identity provider's issuer,
+   e.g. https://cognito-idp.REGION.amazonaws.com/POOL_ID: aws-jwt-verify's test against a real
+   load balancer with Cognito expects exactly that);
+5. the claim MLFLOW_SSO_USER_CLAIM (default ``email``) is a non-empty string: the MLflow user.
+
+Anything else is refused (401), with no fallback to basic auth: the load balancer forwards
+programmatic paths (/api/...) without its login, so a client can send this header itself there.
+
+The user is created on first sight (MLflow's auth store ``create_user``, with a random password
+nobody is told: the person can use basic auth only after an admin sets a password), with no grants
+of its own, so MLflow's ``default_permission`` applies. Its admin flag follows MLFLOW_SSO_ADMIN_USERS
+or the group claim on every request, both ways (``update_user`` only when it differs). The
+basic-auth admin user (MLFLOW_AUTH_ADMIN_USERNAME) is never reachable through single sign-on.
+
+Requests without the header get exactly the basic auth of the running app: the module
+``mlflow.server.auth``'s ``authenticate_request_basic_auth``, resolved at call time (the auth fast
+path's ``install`` replaces it), and on routes FastAPI serves itself MLflow's own
+``_authenticate_fastapi_request`` (:func:`install`), as without single sign-on.
+
+JWT library: PyJWT (with ``cryptography``). The load balancer's JWT is base64url WITH padding
+('=' at the end of its parts), which RFC 7515 does not allow and AWS warns some libraries reject;
+PyJWT 2.15 accepts the padding (``PyJWS._decode_base64url_segment``: "Accept trailing '=' used by
+some issuers (e.g. AWS ALB)") and verifies the signature over the header and payload exactly as
+received, so no re-encoding is needed here (tests/support/alb_keys.py makes padded tokens).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib.util
+import logging
+import re
+import secrets
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import OrderedDict
+from pathlib import Path
+
+FUNCTION = "mlflow_auth_fastpath.sso:authenticate_request"
+HEADER = "x-amzn-oidc-data"
+KEY_FETCH_TIMEOUT = 3.0  # seconds per connection step of one key fetch
+KEY_FETCH_SLOTS = 4  # key fetches in flight at once in a worker (kids are few; forged ones are not)
+KEY_CACHE_SIZE = 32  # kids kept per worker (a key never changes for its kid)
+KEY_MAX_BYTES = 16 * 1024  # a P-256 public key in PEM is ~180 bytes
+LEEWAY_SECONDS = 5  # clock difference tolerated on exp/nbf/iat
+USERNAME_MAX = 255  # MLflow's users.username column
+_KID = re.compile(r"[A-Za-z0-9._-]{1,128}")
+_VERDICT = "_mlflow_sso_verdict"  # attribute of one request object: its answer
+_SETTINGS_FILE = Path(__file__).resolve().parents[2] / "sso_settings.py"  # image/sso_settings.py (/app in the image)
+
+_log = logging.getLogger("mlflow.server.auth.sso")  # under MLflow's configured "mlflow" logger
+_state_lock = threading.Lock()
+_state: tuple | None = None  # (settings, KeyCache)
+
+
+class Refused(Exception):
+    """The header is not accepted: `status` (401, 403, 503) and a reason safe to show."""
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+# --------------------------------------------------------------------------------------------
+# settings and keys
+# --------------------------------------------------------------------------------------------
+def load_settings_module():
+    """image/sso_settings.py (beside the entrypoint; not on the server's PYTHONPATH), loaded by path."""
+    import sys
+
+    name = "_mlflow_sso_settings"
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, _SETTINGS_FILE)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module  # before running it: dataclasses look their module up there
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            sys.modules.pop(name, None)
+            raise
+    return sys.modules[name]
+
+
+def _configured():
+    """(settings, keys) from this process's environment, once; Refused(503) if SSO is off or invalid
+    (the entrypoint validated the same variables at start, so neither should happen)."""
+    global _state
+    if _state is None:
+        import os
+
+        with _state_lock:
+            if _state is None:
+                try:
+                    settings = load_settings_module().from_env(os.environ)
+                except ValueError as e:
+                    _log.error("single sign-on: %s", e)
+                    raise Refused(503, "single sign-on is misconfigured on the server") from None
+                if settings is None:
+                    _log.error("single sign-on: %s is configured but MLFLOW_SSO_SIGNER_ARN is not set", FUNCTION)
+                    raise Refused(503, "single sign-on is not configured on the server")
+                _state = (settings, KeyCache(settings.key_url))
+    return _state
+
+
+def _parse_public_key(pem: bytes):
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
+        raise ValueError("not an EC P-256 public key")
+    return key
+
+
+class KeyCache:
+    """The load balancer's public keys by kid: fetched once (one fetch per kid at a time), kept in
+    a bounded LRU. get() raises Refused: 401 for a kid the endpoint does not know, 503 when the
+    endpoint cannot be reached or answers nonsense."""
+
+    def __init__(self, base_url: str, timeout: float = KEY_FETCH_TIMEOUT, size: int = KEY_CACHE_SIZE) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.timeout = timeout
+        self.size = size
+        self._keys: OrderedDict[str, object] = OrderedDict()
+        self._inflight: dict[str, threading.Event] = {}
+        self._lock = threading.Lock()
+        self._slots = threading.BoundedSemaphore(KEY_FETCH_SLOTS)
+
+    def get(self, kid: str):
+        while True:
+            with self._lock:
+                key = self._keys.get(kid)
+                if key is not None:
+                    self._keys.move_to_end(kid)
+                    return key
+                waiting = self._inflight.get(kid)
+                if waiting is None:
+                    done = self._inflight[kid] = threading.Event()
+                    break
+            # another thread fetches this kid: take its key, or (it failed) fetch again ourselves
+            if not waiting.wait(self.timeout * 3):
+                raise Refused(503, "the load balancer's key endpoint did not answer in time")
+        try:
+            key = self._fetch(kid)
+            with self._lock:
+                self._keys[kid] = key
+                while len(self._keys) > self.size:
+                    self._keys.popitem(last=False)
+            return key
+        finally:
+            with self._lock:
+                self._inflight.pop(kid, None)
+            done.set()
+
+    def _fetch(self, kid: str):
+        url = f"{self.base_url}/{kid}"
+        if not self._slots.acquire(timeout=self.timeout):
+            raise Refused(503, "too many key fetches in flight")
+        try:
+            try:
+                with urllib.request.urlopen(url, timeout=self.timeout) as r:  # noqa: S310 (https, or loopback in tests)
+                    body = r.read(KEY_MAX_BYTES + 1)
+            except urllib.error.HTTPError as e:
+                if e.code in (403, 404):  # the endpoint is an S3-style store: a missing object may be 403
+                    raise Refused(401, "the token's key id is not one of the load balancer's keys") from None
+                _log.warning("single sign-on: key endpoint %s answered %s", url, e.code)
+                raise Refused(503, f"the load balancer's key endpoint answered {e.code}") from None
+            except (OSError, ValueError) as e:  # URLError, timeouts, resets
+                _log.warning("single sign-on: key endpoint %s could not be reached: %s", url, e)
+                raise Refused(503, "the load balancer's key endpoint could not be reached") from None
+        finally:
+            self._slots.release()
+        try:
+            if len(body) > KEY_MAX_BYTES:
+                raise ValueError("too large")
+            return _parse_public_key(body)
+        except ValueError as e:
+            _log.warning("single sign-on: key endpoint %s did not answer a P-256 public key: %s", url, e)
+            raise Refused(503, "the load balancer's key endpoint did not answer a public key") from None
+
+
+# --------------------------------------------------------------------------------------------
+# the token
+# --------------------------------------------------------------------------------------------
+def _number(value) -> float | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str) and re.fullmatch(r"\d{1,12}", value):
+        return float(value)
+    return None
+
+
+def verify(token: str, settings, keys: KeyCache, now: float | None = None) -> dict:
+    """The token's claims if the load balancer signed it for this stack and it is valid now;
+    otherwise Refused (see the module doc for every check)."""
+    import jwt
+
+    now = time.time() if now is None else now
+    try:
+        header = jwt.get_unverified_header(token)
+    except jwt.PyJWTError:
+        raise Refused(401, "x-amzn-oidc-data is not a JWT") from None
+    if header.get("signer") != settings.signer_arn:
+        raise Refused(401, "x-amzn-oidc-data was not signed by this stack's load balancer")
+    if header.get("alg") != "ES256":
+        raise Refused(401, "x-amzn-oidc-data is not signed with ES256")
+    kid = header.get("kid")
+    if not isinstance(kid, str) or not _KID.fullmatch(kid):
+        raise Refused(401, "x-amzn-oidc-data has no valid key id")
+    key = keys.get(kid)
+    try:
+        # exp/iss are checked below in both the header and the payload; PyJWT still refuses an
+        # expired payload exp, a future nbf/iat, and any signature that does not verify
+        claims = jwt.decode(token, key, algorithms=["ES256"], leeway=LEEWAY_SECONDS,
+                            options={"verify_aud": False, "verify_iss": False, "verify_sub": False,
+                                     "verify_jti": False})
+    except jwt.ExpiredSignatureError:
+        raise Refused(401, "x-amzn-oidc-data has expired") from None
+    except jwt.InvalidSignatureError:
+        raise Refused(401, "x-amzn-oidc-data's signature does not verify") from None
+    except jwt.PyJWTError as e:
+        raise Refused(401, f"x-amzn-oidc-data is not valid ({type(e).__name__})") from None
+    exps = [v for v in (header.get("exp"), claims.get("exp")) if v is not None]
+    if not exps:
+        raise Refused(401, "x-amzn-oidc-data has no exp")
+    for v in exps:
+        n = _number(v)
+        if n is None:
+            raise Refused(401, "x-amzn-oidc-data's exp is not a time")
+        if n <= now - LEEWAY_SECONDS:
+            raise Refused(401, "x-amzn-oidc-data has expired")
+    issuers = [v for v in (header.get("iss"), claims.get("iss")) if v is not None]
+    if not issuers:
+        raise Refused(401, "x-amzn-oidc-data has no iss")
+    if any(v != settings.issuer for v in issuers):
+        raise Refused(401, "x-amzn-oidc-data was issued by another identity provider")
+    return claims
+
+
+def username_of(claims: dict, settings) -> str:
+    name = claims.get(settings.user_claim)
+    if isinstance(name, str):
+        name = name.strip()
+    if not isinstance(name, str) or not name or len(name) > USERNAME_MAX or re.search(r"[\x00-\x1f\x7f]", name):
+        raise Refused(401, f"x-amzn-oidc-data has no usable {settings.user_claim!r} claim")
+    return name
+
+
+def is_admin(name: str, claims: dict, settings) -> bool:
+    if name in settings.admin_users:
+        return True
+    if not settings.admin_group_claim:
+        return False
+    groups = claims.get(settings.admin_group_claim)
+    if isinstance(groups, str):
+        return groups == settings.admin_group
+    return isinstance(groups, list) and settings.admin_group in [g for g in groups if isinstance(g, str)]
+
+
+# --------------------------------------------------------------------------------------------
+# MLflow's user
+# --------------------------------------------------------------------------------------------
+def _forget_user_memo(name: str) -> None:
+    """Drop this request's copy of the user (the auth fast path reads it once per check) after a write."""
+    import flask
+
+    from mlflow_auth_fastpath import _USERS
+
+    if flask.has_app_context():
+        users = flask.g.get(_USERS)
+        if users is not None:
+            users.pop(name, None)
+
+
+def provision(auth, name: str, admin: bool) -> None:
+    """Create the user on first sight; set its admin flag when it differs from `admin`."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
+
+    store = auth.store
+    try:
+        user = store.get_user(name)
+    except MlflowException as e:
+        if e.error_code != ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            raise
+        try:
+            # a password nobody knows (MLflow requires one): basic auth for this user only after an
+            # admin sets a password; no grants, so MLflow's default_permission applies
+            store.create_user(name, secrets.token_urlsafe(48), is_admin=admin)
+            _forget_user_memo(name)
+            _log.info("single sign-on: created MLflow user %r%s", name, " (admin)" if admin else "")
+            return
+        except MlflowException as e2:
+            if e2.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
+                raise
+            user = store.get_user(name)  # another worker or task created it a moment ago
+    if bool(user.is_admin) != admin:
+        store.update_user(name, is_admin=admin)
+        _forget_user_memo(name)
+        invalidate = getattr(auth, "_invalidate_user_auth_cache", None)  # MLflow's own credential cache, if on
+        if invalidate is not None:
+            invalidate(name)
+        _log.info("single sign-on: %s admin rights of MLflow user %r", "granted" if admin else "revoked", name)
+
+
+def _refusal(refused: Refused):
+    import flask
+
+    _log.warning("single sign-on: refused %s %s: %s (%s)", flask.request.method, flask.request.path,
+                 refused.reason, refused.status)
+    res = flask.make_response(f"single sign-on: {refused.reason}\n", refused.status)
+    res.headers["Content-Type"] = "text/plain; charset=utf-8"
+    if refused.status == 503:
+        res.headers["Retry-After"] = "5"
+    return res
+
+
+def _sso(auth, token: str):
+    from werkzeug.datastructures import Authorization
+
+    try:
+        settings, keys = _configured()
+        claims = verify(token, settings, keys)
+        name = username_of(claims, settings)
+        if name == auth.auth_config.admin_username:
+            raise Refused(403, "the basic-auth admin user cannot log in through single sign-on")
+        provision(auth, name, is_admin(name, claims, settings))
+    except Refused as r:
+        return _refusal(r)
+    return Authorization("basic", {"username": name})
+
+
+def authenticate_request():
+    """MLflow's ``authorization_function``: an ``Authorization`` carrying the user name, or a response."""
+    import flask
+    from mlflow.server import auth
+
+    token = flask.request.headers.get(HEADER)
+    if token is None:
+        return auth.authenticate_request_basic_auth()  # the running app's (the fast path's, once installed)
+    # MLflow authenticates a request several times (before-request check, admin check, validators,
+    # after-request grants): decide once per request object (not flask.g: an app context pushed
+    # around several requests keeps g across them, and the admin flag must be re-read per request)
+    current = flask.request._get_current_object()
+    verdict = getattr(current, _VERDICT, None)
+    if verdict is None:
+        verdict = _sso(auth, token)
+        setattr(current, _VERDICT, verdict)
+    return verdict
+
+
+def install(auth) -> None:
+    """On routes FastAPI serves itself (gateway, OTLP, ...), MLflow's middleware calls
+    ``_authenticate_custom_for_fastapi`` (a Flask request context around :func:`authenticate_request`)
+    once a custom function is configured. Without the header, call MLflow's own
+    ``_authenticate_fastapi_request`` instead, as without single sign-on (it also honours the
+    gateway's X-MLflow-Authorization header and the job runner's internal token, which the bridge
+    does not); with it, the bridge. Also reads the settings now, so a problem is logged at start."""
+    if getattr(auth, "_mlflow_sso_installed", False):
+        return
+    bridge = auth._authenticate_custom_for_fastapi
+
+    @functools.wraps(bridge)
+    def authenticate(request):
+        if request.headers.get(HEADER) is None:
+            return auth._authenticate_fastapi_request(request)
+        return bridge(request)
+
+    auth._authenticate_custom_for_fastapi = authenticate
+    auth._mlflow_sso_installed = True
+    try:
+        settings, _ = _configured()
+        _log.info("mlflow-auth-fastpath: %s", settings.describe())
+    except Refused:
+        pass  # logged by _configured; every request with the header is then refused (503)
