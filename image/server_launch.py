@@ -104,6 +104,19 @@ def pool_settings(env) -> dict[str, str]:
     return {name: str(env_int(env, name, default, lo, hi)) for name, default, lo, hi in POOL_SETTINGS}
 
 
+SSO_FUNCTION = "mlflow_auth_fastpath.sso:authenticate_request"  # plugins/mlflow_auth_fastpath/sso.py
+
+
+def sso_settings_of(env):
+    """Single sign-on's settings (image/sso_settings.py; docs/sso.md), None when off; a bad value is Fatal (one line)."""
+    import sso_settings
+
+    try:
+        return sso_settings.from_env(env)
+    except ValueError as e:
+        raise Fatal(str(e)) from None
+
+
 def prepare(env: dict) -> tuple[list[str], dict]:
     """Everything up to the exec: returns (argv, environment) of `mlflow server`."""
     import warnings
@@ -111,6 +124,7 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     warnings.simplefilter("ignore")  # keep library warnings out of the one-line error contract
     s = Settings(env)
     pools = pool_settings(env)  # before any wait: a bad pool setting is one line at once
+    sso = sso_settings_of(env)  # single sign-on (docs/sso.md): a bad MLFLOW_SSO_* value is one line at once
     check_port(s.host, s.port)  # before any wait: a second server on a taken port says so at once
     child = dict(env)
     if not s.disable_telemetry:  # off unless the user says otherwise; here too, before anything imports MLflow
@@ -199,7 +213,9 @@ def prepare(env: dict) -> tuple[list[str], dict]:
         "[mlflow]",
         f"default_permission = {s.default_permission}",
         f"database_uri = {auth_uri.replace('%', '%%')}",
-        "authorization_function = mlflow.server.auth:authenticate_request_basic_auth",
+        # single sign-on: the image's function (x-amzn-oidc-data signed by this stack's load balancer,
+        # else the same basic auth); MLflow's own basic auth otherwise
+        f"authorization_function = {SSO_FUNCTION if sso else 'mlflow.server.auth:authenticate_request_basic_auth'}",
         "grant_default_workspace_access = false",
         f"auth_cache_ttl_seconds = {cache_ttl}",
         "",
@@ -244,6 +260,8 @@ def prepare(env: dict) -> tuple[list[str], dict]:
          f"{cache_note(app, cache_ttl)}), "
          f"job execution {'on' if s.job_execution else 'off'}, MLflow telemetry "
          f"{'off' if child['MLFLOW_DISABLE_TELEMETRY'].lower() in ('true', '1') else 'as MLflow decides'}")
+    if sso:
+        info(sso.describe())
     check_port(s.host, s.port)  # again: the database wait may have taken minutes
     return argv, child
 
