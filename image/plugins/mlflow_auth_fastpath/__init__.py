@@ -3,7 +3,8 @@ cache that is never stale.
 
 ``mlflow server --app-name basic-auth-fastpath`` runs exactly MLflow's own
 ``mlflow.server.auth.create_app`` (the same routes, validators, grants and decisions) after
-three changes to how the check reads the database, measured in bench/ (README "Performance"):
+four changes to how the check reads the database and verifies credentials, measured in bench/
+(README "Performance"):
 
 1. **Run -> experiment.** To authorize a call on a run (``log-metric``, ``log-batch``,
    ``get``, ...), MLflow loads the whole run through ``get_run``: its latest metrics, params,
@@ -23,6 +24,12 @@ three changes to how the check reads the database, measured in bench/ (README "P
    is read on every request (the read of change 2, shared with the permission check) and only
    the scrypt verdict is kept, keyed by the stored hash it was checked against, for at most
    ``auth_cache_ttl_seconds`` (0: scrypt on every request) and ``auth_cache_max_size`` entries.
+4. **One check per request.** MLflow asks who the caller is (``authenticate_request()``) in
+   ``_before_request``, again in ``sender_is_admin``, again in the route's validator and again
+   in after-request handlers (3 times for a regular user's ``log-metric``, 4 for
+   ``experiments/create``), and each call verifies the password again. Here a request's
+   successful verdict is kept on that request object and reused by its later calls; the next
+   request (a new request object) is verified anew. Nothing else is kept.
 
 The changes are applied only to the MLflow version they were checked against
 (:data:`VERIFIED_MLFLOW_VERSIONS`): the code they rely on is internal to MLflow. On any other
@@ -42,6 +49,7 @@ VERIFIED_MLFLOW_VERSIONS = frozenset({"3.17.2"})
 """MLflow versions whose basic-auth code this module was read against and tested with."""
 
 _USERS = "_mlflow_auth_fastpath_users"
+_VERDICT = "_mlflow_auth_fastpath_verdict"  # attribute of one request object: its verified Authorization
 _log = logging.getLogger("mlflow.server.auth.fastpath")  # under MLflow's configured "mlflow" logger
 
 
@@ -150,8 +158,31 @@ def _basic_auth_against_stored_hash(auth, authenticate_request_basic_auth):
     return basic_auth
 
 
+def _verified_once_per_request(basic_auth):
+    """``authenticate_request_basic_auth`` once per request: the first call's successful answer
+    (werkzeug's ``Authorization``) is kept on the current request object, not in ``flask.g``
+    (an app context pushed around several requests, as in tests, keeps ``g`` across them); a
+    refusal is not kept (the caller answers it and the request ends)."""
+    import flask
+    from werkzeug.datastructures import Authorization
+
+    @functools.wraps(basic_auth)
+    def once():
+        if not flask.has_request_context():
+            return basic_auth()
+        current = flask.request._get_current_object()
+        verdict = getattr(current, _VERDICT, None)
+        if verdict is None:
+            verdict = basic_auth()
+            if isinstance(verdict, Authorization):
+                setattr(current, _VERDICT, verdict)
+        return verdict
+
+    return once
+
+
 def install(auth) -> bool:
-    """Apply the three changes to the module ``mlflow.server.auth``; False on an MLflow version
+    """Apply the four changes to the module ``mlflow.server.auth``; False on an MLflow version
     this module was not verified against (nothing changed but MLflow's credential cache: off)."""
     import mlflow
     from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
@@ -174,7 +205,8 @@ def install(auth) -> bool:
     auth._USER_AUTH_CACHE = None  # MLflow's own (stale) cache: off; _invalidate_user_auth_cache has nothing to drop
     auth._mlflow_auth_fastpath_credentials = credentials
     auth._authenticate_cached = _authenticate_against_stored_hash(auth, credentials)
-    auth.authenticate_request_basic_auth = _basic_auth_against_stored_hash(auth, auth.authenticate_request_basic_auth)
+    auth.authenticate_request_basic_auth = _verified_once_per_request(
+        _basic_auth_against_stored_hash(auth, auth.authenticate_request_basic_auth))
     auth.get_auth_func.cache_clear()  # it resolves authenticate_request_basic_auth by name
     from mlflow_auth_fastpath import search  # search_runs: pages without model links skip the re-parse
 
