@@ -29,19 +29,20 @@ The "program" the fake deploys is a function of the stack's config (default: a
 A program that raises :class:`ProgramError` fails ``preview``/``up`` the way a resource's failed
 check does: the engine's diagnostic (``<type> resource '<name>'s property '<p>' value {<v>} has a
 problem: <reason>``, ``pkg/diag/errors.go``) in the Diagnostics section of stdout, exit code 255.
+
+Three files, one job each: this one is the CLI (argument parsing, the ``stack``/``config`` commands,
+the recording); :mod:`tests.automation.fake_pulumi_engine` the stacks' state and the operations;
+:mod:`tests.automation.fake_pulumi_program` the program. Their names are importable from here too.
 """
 
 from __future__ import annotations
 
 import base64
-import hashlib
 import json
 import os
-import re
 import shlex
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, Optional
 
 import yaml
@@ -50,12 +51,12 @@ from pulumi.automation._cmd import _parse_and_validate_pulumi_version
 from pulumi.automation._minimum_version import _MINIMUM_VERSION
 from pulumi.automation.errors import create_command_error
 
-PROJECT = "mlflow-tracking"
-ERR = 255  # what the CLI exits with on "error: ..."
+from tests.automation.fake_pulumi_engine import ERR, FakeEngine, FakeStack
+from tests.automation.fake_pulumi_program import (COPY, PROJECT, Program, ProgramError, Resources, SketchProgram,
+                                                  sketch_program)
 
-Resources = dict[str, dict[str, Any]]  # urn -> {"type": ..., "inputs": {...}}
-COPY = "pulumi-python:dynamic/mlflowtracking:EcrImageCopy"
-Program = Callable[[str, Mapping[str, str]], tuple[Resources, dict[str, tuple[Any, bool]]]]
+__all__ = ["COPY", "ERR", "PROJECT", "Call", "FakeStack", "Program", "ProgramError", "RecordingPulumiCommand",
+           "Resources", "SketchProgram", "sketch_program"]
 
 
 @dataclass(frozen=True)
@@ -70,102 +71,7 @@ class Call:
         return shlex.join(self.args)
 
 
-@dataclass
-class FakeStack:
-    name: str
-    config: dict[str, tuple[str, bool]] = field(default_factory=dict)  # key -> (value, secret)
-    outputs: dict[str, tuple[Any, bool]] = field(default_factory=dict)  # key -> (value, secret)
-    resources: Resources = field(default_factory=dict)
-    history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def _ts(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%f")[:-3] + "Z"
-
-
-class ProgramError(Exception):
-    """A resource's check failed: ``(type, name, property, value, reason)``."""
-
-    def __init__(self, typ: str, name: str, prop: str, value: str, reason: str):
-        super().__init__(f"{typ} resource '{name}'s property '{prop}' value {{{value}}} has a problem: {reason}")
-        self.name, self.typ = name, typ
-
-
-class SketchProgram:
-    """A sketch of this project's stack: what changes with ``imageRef`` is modelled faithfully.
-
-    ``registry`` (a set of ``<repository url>@sha256:...`` references), when given, models ECR:
-    a build adds its image, a promotion copies the digest into the stack's own repository, and
-    a digest that neither the source nor the stack's repository holds fails the preview like
-    ``components.ecr_copy.EcrImageCopyProvider.check`` does. ``None``: every image exists.
-    """
-
-    def __init__(self, registry: Optional[set[str]] = None):
-        self.registry = registry
-
-    def __call__(self, stack: str, config: Mapping[str, str]) -> tuple[Resources, dict[str, tuple[Any, bool]]]:
-        region = config.get("aws:region", "eu-west-1")
-        repo = f"123456789012.dkr.ecr.{region}.amazonaws.com/mlflow-{stack}"
-        ref = config.get(f"{PROJECT}:imageRef")
-
-        def urn(typ: str, name: str) -> str:
-            return f"urn:pulumi:{stack}::{PROJECT}::{typ}::{name}"
-
-        res: Resources = {
-            urn("pulumi:pulumi:Stack", f"{PROJECT}-{stack}"): {"type": "pulumi:pulumi:Stack", "inputs": {}},
-            urn("awsx:ec2:Vpc", "mlflow-vpc"): {"type": "awsx:ec2:Vpc", "inputs": {}},
-            urn("aws:rds/cluster:Cluster", "mlflow-db"): {"type": "aws:rds/cluster:Cluster", "inputs": {}},
-            urn("aws:s3/bucket:Bucket", "mlflow-artifacts"): {"type": "aws:s3/bucket:Bucket", "inputs": {}},
-            urn("aws:ecr/repository:Repository", "mlflow-repo"): {
-                "type": "aws:ecr/repository:Repository", "inputs": {"imageTagMutability": "IMMUTABLE"}},
-        }
-        if ref is None:
-            digest = hashlib.sha256(f"build:{stack}".encode()).hexdigest()
-            ref = f"{repo}@sha256:{digest}"
-            res[urn("docker:index/image:Image", "mlflow-image")] = {
-                "type": "docker:index/image:Image",
-                "inputs": {"build": {"context": "image"}, "imageName": f"{repo}:latest"},
-            }
-            self._add(ref)
-        elif ".dkr.ecr." in ref:  # prod owns its image: a copy of the digest in its own repository
-            digest = ref.rsplit("@sha256:", 1)[1]
-            own = f"{repo}@sha256:{digest}"
-            source = re.sub(r":[^/]+$", "", ref.split("@", 1)[0])  # a :tag is not part of the repository
-            if self.registry is not None and own not in self.registry and f"{source}@sha256:{digest}" not in self.registry:
-                raise ProgramError(COPY, "mlflow-image-copy", "source_ref", ref,
-                                   f"sha256:{digest} is not in repository '{source.split('/', 1)[1]}' (expired by "
-                                   f"its lifecycle policy, or the repository was deleted) and not yet copied here: "
-                                   f"build the image again and promote the new digest")
-            res[urn(COPY, "mlflow-image-copy")] = {
-                "type": COPY, "inputs": {"source_ref": ref, "repository_url": repo, "digest": f"sha256:{digest}"}}
-            ref = own
-            self._add(ref)
-        res[urn("aws:ecs/taskDefinition:TaskDefinition", "mlflow-task")] = {
-            "type": "aws:ecs/taskDefinition:TaskDefinition",
-            "inputs": {"containerDefinitions": json.dumps([{"name": "mlflow", "image": ref}])},
-        }
-        res[urn("aws:ecs/service:Service", "mlflow-service")] = {"type": "aws:ecs/service:Service", "inputs": {}}
-        dns = f"mlflow-{stack}-123.{region}.elb.amazonaws.com"
-        outs = {
-            "trackingUri": (f"https://{dns}", False),
-            "loadBalancerDnsName": (dns, False),
-            "artifactBucketName": (f"mlflow-{stack}-artifacts", False),
-            "databaseEndpoint": (f"mlflow-{stack}.cluster-abc.{region}.rds.amazonaws.com", False),
-            "imageRef": (ref, False),
-            "adminSecretArn": (f"arn:aws:secretsmanager:{region}:123456789012:secret:mlflow-{stack}-admin", False),
-        }
-        return res, outs
-
-    def _add(self, ref: str) -> None:
-        if self.registry is not None:
-            self.registry.add(ref)
-
-
-sketch_program = SketchProgram()
-"""The sketch with no registry model (every image exists)."""
-
-
-class RecordingPulumiCommand(PulumiCommand):
+class RecordingPulumiCommand(FakeEngine, PulumiCommand):
     def __init__(
         self,
         stacks: Optional[Mapping[str, Mapping[str, Any]]] = None,
@@ -375,122 +281,6 @@ class RecordingPulumiCommand(PulumiCommand):
         with open(path, "w", encoding="utf-8") as f:
             yaml.safe_dump(doc, f, sort_keys=False)
 
-    # ------------------------------------------------------------------ engine
-
-    def _plain_config(self, st: FakeStack) -> dict[str, str]:
-        return {k: v for k, (v, _) in st.config.items()}
-
-    def _history_entry(self, st: FakeStack, kind: str, changes: Mapping[str, int]) -> dict[str, Any]:
-        self._clock += 60
-        return {
-            "version": len(st.history) + 1,
-            "kind": kind,
-            "startTime": _ts(self._clock - 42),
-            "message": "",
-            "environment": {"exec.kind": "auto.local"},
-            "config": {k: {"value": v, "secret": s} for k, (v, s) in st.config.items()},
-            "result": "succeeded",
-            "endTime": _ts(self._clock),
-            "resourceChanges": dict(changes),
-        }
-
-    def _plan(self, cmd: str, st: FakeStack):
-        if cmd == "destroy":
-            new: Resources = {}
-            new_outputs: dict[str, tuple[Any, bool]] = {}
-        else:
-            new, new_outputs = self.program(st.name, self._plain_config(st))
-        steps = []
-        for urn, r in new.items():
-            old = st.resources.get(urn)
-            if old is None:
-                steps.append(("create", urn, r, None, []))
-            else:
-                diffs = sorted(k for k in set(old["inputs"]) | set(r["inputs"])
-                               if old["inputs"].get(k) != r["inputs"].get(k))
-                steps.append(("update" if diffs else "same", urn, r, old, diffs))
-        for urn, old in reversed(list(st.resources.items())):
-            if urn not in new:
-                steps.append(("delete", urn, None, old, []))
-        counts: dict[str, int] = {}
-        for op, *_ in steps:
-            counts[op] = counts.get(op, 0) + 1
-        return steps, counts, new, new_outputs
-
-    def _operation(self, cmd: str, opts: Mapping[str, Any]) -> tuple[int, str, str]:
-        st = self._get(opts)
-        dry = cmd == "preview" or "--preview-only" in opts
-        try:
-            steps, counts, new, new_outputs = self._plan(cmd, st)
-        except ProgramError as e:  # nothing changed; the diagnostic goes to stdout, like the CLI's
-            verb = {"preview": "Previewing update", "up": "Updating", "destroy": "Destroying"}[cmd]
-            return ERR, (f"{verb} ({st.name})\n\nDiagnostics:\n  {e.typ} ({e.name}):\n    error: {e}\n\n"), ""
-
-        events: list[dict[str, Any]] = []
-
-        def emit(**payload):
-            events.append({"sequence": len(events), "timestamp": int(self._clock), **payload})
-
-        emit(preludeEvent={"config": {k: (v if not s else "[secret]") for k, (v, s) in st.config.items()}})
-        for op, urn, r, old, diffs in steps:
-            meta = {
-                "op": op,
-                "urn": urn,
-                "type": (r or old)["type"],
-                "provider": "",
-                "old": {"type": old["type"], "urn": urn, "inputs": old["inputs"]} if old else None,
-                "new": {"type": r["type"], "urn": urn, "inputs": r["inputs"]} if r else None,
-                "diffs": diffs,
-                "detailedDiff": {d: {"diffKind": "update", "inputDiff": True} for d in diffs} or None,
-            }
-            emit(resourcePreEvent={"metadata": meta, "planning": dry})
-            if not dry:
-                emit(resOutputsEvent={"metadata": meta, "planning": False})
-        emit(summaryEvent={"maybeCorrupt": False, "durationSeconds": 3, "resourceChanges": counts,
-                           "PolicyPacks": {}})
-        emit(cancelEvent={})
-
-        log = opts.get("--event-log")
-        if log:
-            _deliver(log, events)
-
-        verb = {"preview": "Previewing update", "up": "Updating", "destroy": "Destroying"}[cmd]
-        if dry and cmd == "destroy":
-            verb = "Previewing destroy"
-        sym = {"create": "+", "update": "~", "delete": "-", "same": " "}
-        text = [f"{verb} ({st.name})", "",
-                f"View in Browser (Ctrl+O): https://app.pulumi.com/acme/{PROJECT}/{st.name}/previews/1", "",
-                "     Type                 Name                Plan"]
-        for op, urn, r, old, diffs in steps:
-            if op != "same" or cmd == "up":
-                text.append(f" {sym[op]}   {(r or old)['type']:<40} {urn.rsplit('::', 1)[-1]:<20} {op}"
-                            + (f"    [diff: ~{','.join(diffs)}]" if diffs else ""))
-        text += ["", "Resources:"]
-        for op in ("create", "update", "delete"):
-            if counts.get(op):
-                text.append(f"    {sym[op]} {counts[op]} to {op}" if dry else f"    {sym[op]} {counts[op]} {op}d")
-        if counts.get("same"):
-            text.append(f"    {counts['same']} unchanged")
-        text += ["", "Duration: 3s"]
-
-        if not dry:
-            st.resources = new
-            st.outputs = new_outputs
-            st.history.append(self._history_entry(st, "update" if cmd == "up" else "destroy", counts))
-        if cmd == "preview" and "--json" in opts:
-            doc = {
-                "config": {k: (v if not s else "[secret]") for k, (v, s) in st.config.items()},
-                "steps": [{"op": op, "urn": urn,
-                           **({"oldState": {"urn": urn, "type": old["type"], "inputs": old["inputs"]}} if old else {}),
-                           **({"newState": {"urn": urn, "type": r["type"], "inputs": r["inputs"]}} if r else {}),
-                           **({"diffReasons": diffs} if diffs else {})}
-                          for op, urn, r, old, diffs in steps],
-                "duration": 3_000_000_000,
-                "changeSummary": counts,
-            }
-            return 0, json.dumps(doc, indent=4) + "\n", ""
-        return 0, "\n".join(text) + "\n", ""
-
 
 class _CliError(Exception):
     pass
@@ -525,19 +315,3 @@ def _parse(args: list[str]) -> tuple[list[str], dict[str, Any], list[str]]:
             words.append(a)
         i += 1
     return words, opts, rest
-
-
-def _deliver(log: str, events: list[dict[str, Any]]) -> None:
-    """Send engine events where ``--event-log`` says: a gRPC Events server or a file."""
-    if log.startswith("tcp://"):
-        import grpc
-        from pulumi.runtime.proto import events_pb2, events_pb2_grpc
-
-        with grpc.insecure_channel(log[len("tcp://"):]) as channel:
-            stub = events_pb2_grpc.EventsStub(channel)
-            stub.StreamEvents(iter([events_pb2.EventRequest(event=json.dumps(e)) for e in events]),
-                              timeout=10)
-    else:
-        with open(log, "a", encoding="utf-8") as f:
-            for e in events:
-                f.write(json.dumps(e) + "\n")
