@@ -11,6 +11,7 @@ wrong password, a missing database) fail at once, as MLflow would.
 from __future__ import annotations
 
 import importlib.util
+import sys
 import time
 
 import pytest
@@ -22,10 +23,17 @@ PLUGIN = ROOT / "image" / "plugins" / "mlflow_db_pool" / "__init__.py"
 
 @pytest.fixture(scope="module")
 def hook():
-    """The module loaded by path, not installed (install() is what MLflow's plugin loading calls)."""
-    spec = importlib.util.spec_from_file_location("mlflow_db_pool_under_test", PLUGIN)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    """The module loaded by path, not installed (install() is what MLflow's plugin loading calls); its
+    directory on sys.path while it loads, as the server's PYTHONPATH has it (the import hook it shares
+    with mlflow_spool_guard, image/plugins/mlflow_patch_hook.py, is imported from there)."""
+    plugins = str(PLUGIN.parents[1])
+    sys.path.insert(0, plugins)
+    try:
+        spec = importlib.util.spec_from_file_location("mlflow_db_pool_under_test", PLUGIN)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(plugins)
     return module
 
 

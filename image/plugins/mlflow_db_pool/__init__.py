@@ -36,14 +36,13 @@ SQLite engines are left as MLflow makes them.
 
 from __future__ import annotations
 
-import importlib.abc
-import importlib.util
 import logging
 import os
-import sys
 import threading
 import time
 import weakref
+
+import mlflow_patch_hook  # beside this package (image/plugins): the import hook the plugins share
 
 TARGET = "mlflow.store.db.utils"
 IDLE_DEFAULT = 300
@@ -272,32 +271,10 @@ def patch(utils) -> None:
         utils.sqlalchemy = SqlalchemyForMlflow(utils.sqlalchemy)
 
 
-class _PatchAfterImport(importlib.abc.MetaPathFinder):
-    """Patches mlflow.store.db.utils right after it is first imported (not before: importing it
-    while ``import mlflow`` is still loading its plugins would be a circular import)."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != TARGET:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is not None and spec.loader is not None:
-            exec_module = spec.loader.exec_module
-
-            def exec_then_patch(module):
-                exec_module(module)
-                patch(module)
-
-            spec.loader.exec_module = exec_then_patch
-        return spec
-
-
 def install() -> None:
-    """Patch now if MLflow's db utils are loaded, else as soon as they are."""
-    if TARGET in sys.modules:
-        patch(sys.modules[TARGET])
-    elif not any(isinstance(f, _PatchAfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchAfterImport())
+    """Patch now if MLflow's db utils are loaded, else right after they are first imported (not before:
+    importing them while ``import mlflow`` is still loading its plugins would be a circular import)."""
+    mlflow_patch_hook.install(TARGET, patch)
 
 
 class PoolHook:

@@ -42,14 +42,13 @@ already puts this directory on ``PYTHONPATH``.
 from __future__ import annotations
 
 import errno
-import importlib.abc
-import importlib.util
 import json
 import logging
 import os
 import shutil
-import sys
 import tempfile
+
+import mlflow_patch_hook  # beside this package (image/plugins): the import hook the plugins share
 
 TARGET = "mlflow.server.fastapi_app"
 STATUS = 507  # Insufficient Storage (RFC 4918, 11.5)
@@ -228,30 +227,9 @@ def patch(module) -> None:
     module.create_fastapi_app = create_fastapi_app
 
 
-class _PatchAfterImport(importlib.abc.MetaPathFinder):
-    """Patches the target right after it is first imported (as mlflow_db_pool does)."""
-
-    def find_spec(self, fullname, path, target=None):
-        if fullname != TARGET:
-            return None
-        sys.meta_path.remove(self)
-        spec = importlib.util.find_spec(fullname)
-        if spec is not None and spec.loader is not None:
-            exec_module = spec.loader.exec_module
-
-            def exec_then_patch(module):
-                exec_module(module)
-                patch(module)
-
-            spec.loader.exec_module = exec_then_patch
-        return spec
-
-
 def install() -> None:
-    if TARGET in sys.modules:
-        patch(sys.modules[TARGET])
-    elif not any(isinstance(f, _PatchAfterImport) for f in sys.meta_path):
-        sys.meta_path.insert(0, _PatchAfterImport())
+    """Patch now if MLflow's FastAPI app module is loaded, else right after it is first imported."""
+    mlflow_patch_hook.install(TARGET, patch)
 
 
 class GuardHook:

@@ -1,0 +1,92 @@
+"""image/plugins/mlflow_patch_hook.py: the import hook mlflow_db_pool and mlflow_spool_guard share,
+on throwaway modules (no MLflow): a target is patched once, right after its first import, or at
+once when it is already imported; two targets hooked in one process are both patched (the server
+processes load both plugins); hooking a target again adds no second finder. The finder protocol is
+the Python documentation's (importlib, ``MetaPathFinder.find_spec``; "The import system", the meta path).
+"""
+
+from __future__ import annotations
+
+import importlib
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+PLUGINS = Path(__file__).resolve().parents[2] / "image" / "plugins"
+sys.path.insert(0, str(PLUGINS))
+import mlflow_patch_hook as hook  # noqa: E402
+
+sys.path.remove(str(PLUGINS))
+
+
+@pytest.fixture()
+def targets(tmp_path, monkeypatch):
+    """Two importable modules of unique names (patch_target_a_<n>, ..._b_<n>) and the finders they leave."""
+    suffix = tmp_path.name.replace("-", "_")
+    names = [f"patch_target_a_{suffix}", f"patch_target_b_{suffix}"]
+    for name in names:
+        (tmp_path / f"{name}.py").write_text("VALUE = 1\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield names
+    for name in names:
+        sys.modules.pop(name, None)
+    sys.meta_path[:] = [f for f in sys.meta_path
+                        if not (isinstance(f, hook.PatchAfterImport) and f.module_name in names)]
+
+
+def marking(seen: list):
+    def patch(module):
+        seen.append(module.__name__)
+        module.patched = getattr(module, "patched", 0) + 1
+    return patch
+
+
+def finders(name: str) -> int:
+    return sum(isinstance(f, hook.PatchAfterImport) and f.module_name == name for f in sys.meta_path)
+
+
+def test_a_target_is_patched_right_after_its_first_import_and_the_finder_is_gone(targets):
+    name, seen = targets[0], []
+    hook.install(name, marking(seen))
+    assert seen == [] and finders(name) == 1
+    module = importlib.import_module(name)
+    assert module.VALUE == 1 and module.patched == 1 and seen == [name]
+    assert finders(name) == 0
+    importlib.import_module(name)  # cached: not patched again
+    assert module.patched == 1
+
+
+def test_an_imported_target_is_patched_at_once(targets):
+    name, seen = targets[0], []
+    module = importlib.import_module(name)
+    hook.install(name, marking(seen))
+    assert module.patched == 1 and finders(name) == 0
+
+
+def test_two_targets_in_one_process_are_both_patched(targets):
+    """What the server processes do: the pool hook and the spool guard, each with its own target."""
+    seen = []
+    for name in targets:
+        hook.install(name, marking(seen))
+    assert [finders(n) for n in targets] == [1, 1]
+    modules = [importlib.import_module(n) for n in targets]
+    assert [m.patched for m in modules] == [1, 1] and seen == targets
+
+
+def test_hooking_a_target_again_adds_no_second_finder(targets):
+    name, seen = targets[0], []
+    hook.install(name, marking(seen))
+    hook.install(name, marking(seen))
+    assert finders(name) == 1
+    assert importlib.import_module(name).patched == 1
+
+
+def test_both_plugins_are_installed_in_one_mlflow_process():
+    """`import mlflow` loads both entry points (the dist-infos beside them); each target is patched."""
+    code = ("import mlflow, mlflow.server.fastapi_app as f, mlflow.store.db.utils as u, mlflow_spool_guard as g, "
+            "mlflow_db_pool as p; assert g.installed(f), 'spool guard'; assert p.installed(u), 'db pool'; print('ok')")
+    p = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env={"PYTHONPATH": str(PLUGINS), "PATH": "/usr/bin:/bin"},
+                       capture_output=True, text=True, timeout=120)
+    assert p.stdout.strip().endswith("ok"), p.stderr[-2000:]
