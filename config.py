@@ -15,6 +15,7 @@ The value parsers live in ``config_parsers.py``, the rules across settings (and 
 from __future__ import annotations
 
 import difflib
+import json
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields
@@ -27,6 +28,8 @@ from components.gc_schedule import DAYS_MAX as GC_DAYS_MAX
 from components.gc_schedule import DEFAULT_SCHEDULE as GC_DEFAULT_SCHEDULE
 from components.gc_schedule import check_schedule
 from components.service import FARGATE_MEMORY, LOG_RETENTION_DAYS
+from components.sso import SECRET_ARN_RE, SingleSignOn
+from components.sso import parse as parse_sso
 from components.takeover import Takeover
 from components.takeover import parse as parse_takeover
 from components.work_hours import WorkHours
@@ -66,6 +69,31 @@ def _takeover(key: str, raw: Any) -> Optional[Takeover]:
         return parse_takeover(raw)
     except ValueError as e:
         raise _fail(key, raw, str(e)) from None
+
+
+def _sso(key: str, raw: Any) -> Optional[SingleSignOn]:
+    """Single sign-on for the web UI (components.sso.parse). A refused value is echoed without
+    anything that may be a secret pasted in the wrong place (a ``clientSecret`` key, or a
+    ``clientSecretArn`` that is not an ARN)."""
+    try:
+        return parse_sso(raw)
+    except ValueError as e:
+        raise _fail(key, shown_sso(raw), str(e)) from None
+
+
+def shown_sso(raw: Any) -> Any:
+    """``raw`` as an error message may show it: values of keys that name a secret hidden, except a
+    well-formed Secrets Manager ARN."""
+    value = raw
+    if isinstance(raw, str):
+        try:
+            value = json.loads(raw)
+        except ValueError:
+            return "(not JSON: not shown)"
+    if not isinstance(value, dict):
+        return raw
+    return {k: (v if "secret" not in k.lower() or (isinstance(v, str) and SECRET_ARN_RE.match(v)) else "[not shown]")
+            for k, v in value.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -220,6 +248,11 @@ SPECS: tuple[_Spec, ...] = (
     _Spec("wafRateLimit", "waf_rate_limit", _waf_rate_limit, 0,
           "AWS WAF web ACL on the load balancer blocking a client IP above this many requests per 5 minutes "
           "(basic auth has no lockout); 0 = no web ACL"),
+    _Spec("sso", "sso", _sso, None,
+          "single sign-on for the web UI through the load balancer (docs/sso.md): {provider: oidc, issuer, "
+          "authorizationEndpoint, tokenEndpoint, userInfoEndpoint, clientId, clientSecretArn} or {provider: cognito, "
+          "userPoolArn, userPoolClientId, userPoolDomain}, optional scope, userClaim, adminUsers, adminGroupClaim + "
+          "adminGroup, sessionTimeoutSeconds; programmatic clients keep basic auth; needs HTTPS; unset = off"),
 )
 
 KEYS: tuple[str, ...] = tuple(s.key for s in SPECS)
@@ -283,6 +316,7 @@ class Settings:
     alb_access_logs: bool
     alb_access_log_days: int
     waf_rate_limit: int
+    sso: Optional[SingleSignOn]
 
     @property
     def is_prod(self) -> bool:

@@ -162,7 +162,28 @@ def _check(values: dict[str, Any]) -> None:
     if values["alb_access_logs"] is None:  # access logs follow the environment unless set
         values["alb_access_logs"] = values["environment"] == "prod"
 
+    _check_sso(values)
     _check_tls_and_prod(values)  # last: the settings a stack still lacks, after the wrong ones
+
+
+def _check_sso(values: dict[str, Any]) -> None:
+    """Single sign-on (docs/sso.md) needs an HTTPS listener, a load balancer that reaches the IdP
+    and tasks that reach the load balancer's public keys."""
+    if values["sso"] is None:
+        return
+    if values["certificate_arn"] is None and values["hosted_zone_id"] is None:
+        raise _fail("sso", f"provider {values['sso'].provider}",
+                    "with HTTPS only: set hostedZoneId (or certificateArn) and domainName; the load balancer's "
+                    "authenticate actions work on HTTPS listeners only")
+    if values["nat_mode"] == "none" and values["alb_scheme"] == "internal":
+        raise _fail("albScheme", "internal",
+                    "internet-facing with sso and natMode none: an internal load balancer reaches the IdP's token and "
+                    "user info endpoints only through a NAT gateway (or set natMode single or perAz)")
+    if values["nat_mode"] == "none" and values["task_subnets"] == "private":
+        raise _fail("natMode", "none",
+                    "single or perAz with sso and taskSubnets private: the server fetches the load balancer's "
+                    "signing keys from https://public-keys.auth.elb.<region>.amazonaws.com, on the internet "
+                    "(or set taskSubnets public)")
 
 
 def _check_tls_and_prod(values: dict[str, Any]) -> None:

@@ -59,7 +59,7 @@ def server_args(settings: config.Settings, zones: list[str], region: str, accoun
         gc_older_than_days=s.gc_older_than_days, gc_schedule=s.gc_schedule, takeover=s.takeover,
         container_insights=s.is_prod, admin_username=s.admin_username,
         alarm_thresholds=s.alarm_thresholds, alarm_email=s.alarm_email, alb_access_logs=s.alb_access_logs,
-        alb_access_log_days=s.alb_access_log_days, waf_rate_limit=s.waf_rate_limit,
+        alb_access_log_days=s.alb_access_log_days, waf_rate_limit=s.waf_rate_limit, sso=s.sso,
         auth_default_permission=s.auth_default_permission, auth_cache_ttl_seconds=s.auth_cache_ttl_seconds,
         alb_scheme=s.alb_scheme, allowed_cidrs=s.allowed_cidrs, certificate_arn=s.certificate_arn,
         hosted_zone_id=s.hosted_zone_id, domain_name=s.domain_name, idle_timeout_seconds=s.idle_timeout_seconds, protect_data=s.protect_data,
@@ -167,4 +167,6 @@ def define_stack() -> MlflowTrackingServer:
     pulumi.export(outputs.DATABASE_ENDPOINT, server.database_endpoint)
     pulumi.export(outputs.IMAGE_REF, server.image_ref)
     pulumi.export(outputs.ADMIN_SECRET_ARN, server.admin_secret_arn)
+    if server.sso_callback_url is not None:  # single sign-on (docs/sso.md): register it at the IdP
+        pulumi.export(outputs.SSO_CALLBACK_URL, server.sso_callback_url)
     return server

@@ -15,7 +15,7 @@ stream prefixes, and the RDS CA bundle the image carries for verified TLS to the
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Optional
 
 import pulumi
 
@@ -46,8 +46,11 @@ within it (uvicorn ``--timeout-graceful-shutdown``, set by the image's entrypoin
 
 def container_definition(args: "ServiceArgs", *, prefix: str, log_group_name: pulumi.Input[str],
                          admin_secret_arn: pulumi.Input[str], flask_secret_arn: pulumi.Input[str],
-                         allowed_hosts: pulumi.Input[str]) -> dict[str, Any]:
-    """The container, as ECS's ``containerDefinitions`` entry (values may be Outputs)."""
+                         allowed_hosts: pulumi.Input[str],
+                         signer_arn: Optional[pulumi.Input[str]] = None) -> dict[str, Any]:
+    """The container, as ECS's ``containerDefinitions`` entry (values may be Outputs). With single
+    sign-on (``args.sso``), the ``MLFLOW_SSO_*`` variables, ``signer_arn`` (the load balancer's ARN)
+    among them (components/sso.py, docs/sso.md)."""
     env = {
         **database_environment(args),
         "MLFLOW_ARTIFACTS_DESTINATION": pulumi.Output.concat("s3://", args.bucket_name, f"/{prefix}"),
@@ -64,6 +67,7 @@ def container_definition(args: "ServiceArgs", *, prefix: str, log_group_name: pu
         "MLFLOW_SQLALCHEMYSTORE_POOL_RECYCLE": "280",
         "MLFLOW_SQLALCHEMYSTORE_POOL_SIZE": str(args.pool_size),
         "MLFLOW_WORKERS": str(args.workers),
+        **(args.sso.environment(signer_arn) if args.sso is not None else {}),
     }
     secrets = {
         "MLFLOW_AUTH_ADMIN_PASSWORD": pulumi.Output.concat(admin_secret_arn, ":password::"),

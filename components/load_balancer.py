@@ -10,6 +10,10 @@ Built by :class:`components.service.Service` with itself as parent (these resour
   until ACM issues it). HTTP then only redirects. Without a certificate: plain HTTP forward.
 - DNS with ``hosted_zone_id``: an alias A record ``domain_name`` -> ALB (the ALB is IPv4 only,
   so no AAAA).
+- Single sign-on (``sso``, :mod:`components.sso`, docs/sso.md): the HTTPS listener's default action
+  logs the person in (``authenticate-oidc`` / ``authenticate-cognito``) then forwards; listener
+  rules of higher priority forward the programmatic paths without the login; the security group
+  may then also leave on 443 (the IdP's token and user info endpoints).
 - Target group: health check ``/health``; deregistration delay :data:`DEREGISTRATION_DELAY_SECONDS`.
 - The host clients use is ``domain_name`` when set (the only name a certificate covers), else
   the ALB's DNS name.
@@ -25,6 +29,7 @@ import pulumi
 import pulumi_aws as aws
 
 from components.naming import fitted_name
+from components.sso import SingleSignOn, authenticate_action, build_sso_listener
 
 DEREGISTRATION_DELAY_SECONDS = 900
 """How long a deregistered task keeps serving its in-flight requests during a deployment (ELB
@@ -37,8 +42,9 @@ TLS_POLICY = "ELBSecurityPolicy-TLS13-1-2-2021-06"
 class LoadBalancerParts:
     alb: aws.lb.LoadBalancer
     target_group: aws.lb.TargetGroup
-    listeners: list[aws.lb.Listener]
-    """What the ECS service waits for (a target group must be attached to a listener first)."""
+    listeners: list[pulumi.Resource]
+    """What the ECS service waits for (a target group must be attached to a listener first; with
+    sso, the programmatic rules too)."""
     security_group_id: pulumi.Output[str]
     host: pulumi.Output[str]
     """The host name of the tracking URI: ``domain_name`` or the ALB's DNS name."""
@@ -51,10 +57,12 @@ def build_load_balancer(name: str, *, parent: pulumi.Resource, vpc_id: pulumi.In
                         allowed_cidrs: tuple[str, ...], certificate_arn: Optional[str],
                         hosted_zone_id: Optional[str], domain_name: Optional[str], idle_timeout_seconds: int,
                         deletion_protection: bool, tags: dict[str, str],
-                        access_logs_bucket: Optional[pulumi.Input[str]] = None) -> LoadBalancerParts:
+                        access_logs_bucket: Optional[pulumi.Input[str]] = None,
+                        sso: Optional[SingleSignOn] = None) -> LoadBalancerParts:
     """Create the load balancer's resources as children of ``parent``, named ``<name>-...``."""
     child = pulumi.ResourceOptions(parent=parent)
     https = certificate_arn is not None or hosted_zone_id is not None
+    assert sso is None or https, "sso needs an HTTPS listener"
 
     alb_sg = aws.ec2.SecurityGroup(f"{name}-alb-sg", vpc_id=vpc_id,
                                    description="MLflow ALB: HTTP(S) from the allowed networks",
@@ -93,14 +101,21 @@ def build_load_balancer(name: str, *, parent: pulumi.Resource, vpc_id: pulumi.In
     listeners = []
     if https:
         cert = certificate_arn or _issued_certificate(name, parent, domain_name, hosted_zone_id, tags)
-        listeners.append(aws.lb.Listener(
+        # With sso: log in first (order 1), then forward (order 2); the programmatic paths skip it.
+        https_actions = forward if sso is None else [authenticate_action(sso), {**forward[0], "order": 2}]
+        https_listener = aws.lb.Listener(
             f"{name}-https", load_balancer_arn=alb.arn, port=443, protocol="HTTPS", certificate_arn=cert,
-            ssl_policy=TLS_POLICY, default_actions=forward, tags=tags, opts=child))
+            ssl_policy=TLS_POLICY, default_actions=https_actions, tags=tags, opts=child)
+        listeners.append(https_listener)
         listeners.append(aws.lb.Listener(
             f"{name}-http", load_balancer_arn=alb.arn, port=80, protocol="HTTP",
             default_actions=[{"type": "redirect",
                               "redirect": {"protocol": "HTTPS", "port": "443", "status_code": "HTTP_301"}}],
             tags=tags, opts=child))
+        if sso is not None:
+            listeners.extend(build_sso_listener(name, parent=parent, sso=sso, listener=https_listener,
+                                                target_group_arn=target_group.arn, alb_security_group_id=alb_sg.id,
+                                                tags=tags))
     else:
         listeners.append(aws.lb.Listener(f"{name}-http", load_balancer_arn=alb.arn, port=80, protocol="HTTP",
                                          default_actions=forward, tags=tags, opts=child))

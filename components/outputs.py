@@ -26,6 +26,10 @@ which copies the digest into its own repository."""
 ADMIN_SECRET_ARN = "adminSecretArn"
 """ARN of the Secrets Manager secret with the MLflow admin ``username`` and ``password``."""
 
+SSO_CALLBACK_URL = "ssoCallbackUrl"
+"""With the ``sso`` setting only: ``https://<domainName>/oauth2/idpresponse``, the redirect URI to
+register at the identity provider (docs/sso.md)."""
+
 DIGEST_REF_RE = re.compile(
     r"^[a-z0-9][a-z0-9.\-]*(?::[0-9]+)?"        # registry[:port]
     r"/[a-z0-9][a-z0-9._\-/]*"                  # /repository

@@ -46,6 +46,42 @@ class AlarmThresholdsArgs(TypedDict, total=False):
     "Writer's connections as a percentage of Aurora's estimated max_connections, 10 minutes. Default: 90."
 
 
+class SingleSignOnArgs(TypedDict, total=False):
+    'Single sign-on for the web UI through the load balancer (docs/sso.md); programmatic clients keep basic auth.'
+    provider: Required[str]
+    'oidc (a generic OpenID Connect IdP) or cognito (an Amazon Cognito user pool).'
+    issuer: str
+    "oidc: the IdP's issuer URL (the iss of its tokens)."
+    authorization_endpoint: str
+    "oidc: the IdP's authorization endpoint (https)."
+    token_endpoint: str
+    "oidc: the IdP's token endpoint (https; the load balancer calls it)."
+    user_info_endpoint: str
+    "oidc: the IdP's user info endpoint (https; the load balancer calls it)."
+    client_id: str
+    'oidc: the client id of the app registered at the IdP.'
+    client_secret_arn: str
+    'oidc: ARN of the Secrets Manager secret whose value is the client secret (read at deploy time, never stored in the stack file).'
+    user_pool_arn: str
+    'cognito: ARN of the user pool.'
+    user_pool_client_id: str
+    'cognito: the user pool app client id (an app client with a secret).'
+    user_pool_domain: str
+    "cognito: the user pool's hosted UI domain prefix, or its full custom domain."
+    scope: str
+    'Claims asked of the IdP (must include openid). Default: openid email.'
+    user_claim: str
+    'The claim that names the MLflow user. Default: email.'
+    admin_users: list[str]
+    'MLflow user names that are admins.'
+    admin_group_claim: str
+    'A claim (a string or a list of strings) whose value adminGroup makes a user an admin; with adminGroup.'
+    admin_group: str
+    'The value of adminGroupClaim that makes an admin; with adminGroupClaim.'
+    session_timeout_seconds: int
+    "Lifetime of the load balancer's session cookie (1 to 604800 seconds). Default: 43200."
+
+
 class TrackingServerArgs(TypedDict, total=False):
     """The settings of one tracking server: the stack settings of the Python program (README.md
     "Settings"), same names, defaults and validation."""
@@ -158,5 +194,7 @@ class TrackingServerArgs(TypedDict, total=False):
     'days the load balancer access logs are kept. Default: 90.'
     waf_rate_limit: int
     'AWS WAF web ACL on the load balancer blocking a client IP above this many requests per 5 minutes (basic auth has no lockout); 0 = no web ACL. Default: 0.'
+    sso: SingleSignOnArgs
+    'single sign-on for the web UI through the load balancer (docs/sso.md): {provider: oidc, issuer, authorizationEndpoint, tokenEndpoint, userInfoEndpoint, clientId, clientSecretArn} or {provider: cognito, userPoolArn, userPoolClientId, userPoolDomain}, optional scope, userClaim, adminUsers, adminGroupClaim + adminGroup, sessionTimeoutSeconds; programmatic clients keep basic auth; needs HTTPS; unset = off.'
     tags: dict[str, str]
     'Tags added to every resource, over project, stack and environment.'

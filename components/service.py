@@ -127,7 +127,7 @@ class Service(pulumi.ComponentResource):
             allowed_cidrs=args.allowed_cidrs, certificate_arn=args.certificate_arn,
             hosted_zone_id=args.hosted_zone_id, domain_name=args.domain_name,
             idle_timeout_seconds=args.idle_timeout_seconds, deletion_protection=args.deletion_protection,
-            access_logs_bucket=args.access_logs_bucket, tags=tags)
+            access_logs_bucket=args.access_logs_bucket, sso=args.sso, tags=tags)
 
         # --- task definition ---------------------------------------------------------------
         # The domain is the only name a certificate covers, so with one it is the only Host the
@@ -135,7 +135,7 @@ class Service(pulumi.ComponentResource):
         # health checks need no allowed host: MLflow exempts /health from the host check.
         container = container_definition(
             args, prefix=prefix, log_group_name=log_group.name, admin_secret_arn=admin_secret.arn,
-            flask_secret_arn=flask_secret.arn, allowed_hosts=lb.host)
+            flask_secret_arn=flask_secret.arn, allowed_hosts=lb.host, signer_arn=lb.alb.arn)
         task = aws.ecs.TaskDefinition(
             f"{name}-task",
             # Families are per account and region: the project and stack keep dev and prod apart.

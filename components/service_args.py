@@ -14,6 +14,7 @@ from components.admin_task import DEFAULT_TIMEOUT_SECONDS, TIMEOUT_RANGE
 from components.gc_schedule import DAYS_MAX as GC_DAYS_MAX
 from components.gc_schedule import DEFAULT_SCHEDULE as GC_DEFAULT_SCHEDULE
 from components.gc_schedule import check_schedule
+from components.sso import SingleSignOn
 from components.takeover import Takeover
 from components.work_hours import WorkHours
 
@@ -153,6 +154,9 @@ class ServiceArgs:
     container_insights: bool = False
     """CloudWatch Container Insights on the ECS cluster (extra cost)."""
     access_logs_bucket: Optional[pulumi.Input[str]] = None
+    sso: Optional[SingleSignOn] = None
+    """Single sign-on for the web UI (:mod:`components.sso`): the HTTPS listener's login, the rules that
+    keep programmatic paths off it, the server's ``MLFLOW_SSO_*`` variables; ``None`` = off."""
     """S3 bucket of the load balancer's access logs (:class:`components.monitoring.AlbAccessLogs`); ``None`` = off."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What the ECS service and the admin step must wait for besides their own resources: the
@@ -214,5 +218,8 @@ class ServiceArgs:
         if self.work_hours is not None and self.min_tasks < 1:
             raise ValueError("min_tasks: at least 1 with work_hours (target tracking cannot start a service "
                              f"from 0 tasks), got {self.min_tasks!r}")
+        if self.sso is not None and not self.https:
+            raise ValueError("sso: needs HTTPS (certificate_arn or hosted_zone_id): the load balancer authenticates "
+                             "on HTTPS listeners only")
         if self.https and not self.domain_name:
             raise ValueError("domain_name: required with certificate_arn or hosted_zone_id (the name clients verify)")

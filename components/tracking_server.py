@@ -23,6 +23,7 @@ from components.naming import check_resource_name
 from components.monitoring import AlarmThresholds, AlbAccessLogs, AlbAccessLogsArgs, Monitoring, MonitoringArgs
 from components.network import Network, NetworkArgs
 from components.service import Service, ServiceArgs
+from components.sso import SingleSignOn, callback_url
 from components.takeover import Takeover
 from components.work_hours import WorkHours
 from components.sizing import pool_sizing
@@ -153,6 +154,8 @@ class MlflowTrackingServerArgs:
     """Days the access logs are kept."""
     waf_rate_limit: int = 0
     """WAF rate limit per client IP (requests per 5 minutes); 0 = no web ACL."""
+    sso: Optional[SingleSignOn] = None
+    """Single sign-on for the web UI through the load balancer (docs/sso.md); ``None`` = off."""
     # --- protection ----------------------------------------------------------------------------
     protect_data: bool = True
     """Pulumi ``protect`` on the database cluster and instances, the bucket and the data secrets."""
@@ -265,7 +268,7 @@ class MlflowTrackingServer(pulumi.ComponentResource):
             alb_scheme=args.alb_scheme, allowed_cidrs=args.allowed_cidrs, certificate_arn=args.certificate_arn,
             hosted_zone_id=args.hosted_zone_id, domain_name=args.domain_name,
             idle_timeout_seconds=args.idle_timeout_seconds, deletion_protection=args.deletion_protection,
-            container_insights=args.container_insights, depends_on=database.ready,
+            container_insights=args.container_insights, depends_on=database.ready, sso=args.sso,
             access_logs_bucket=access_logs.bucket_name if access_logs else None, tags=tags), opts=child)
 
         Monitoring(f"{name}-monitoring", MonitoringArgs(
@@ -285,6 +288,8 @@ class MlflowTrackingServer(pulumi.ComponentResource):
         self.image_ref = image.image_ref
         self.admin_secret_arn = service.admin_secret_arn
         self.service_security_group_id = service_sg.id
+        self.sso_callback_url = (pulumi.Output.from_input(callback_url(args.domain_name))
+                                 if args.sso is not None and args.domain_name else None)
         self.register_outputs({
             "trackingUri": self.tracking_uri,
             "loadBalancerDnsName": self.load_balancer_dns_name,

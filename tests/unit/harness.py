@@ -33,6 +33,8 @@ ZONES = stand_ins.ZONES
 DIGEST = "b" * 64
 PROMOTED_REF = f"{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com/mlflow-dev@sha256:{DIGEST}"
 CERT = f"arn:aws:acm:{REGION}:{ACCOUNT}:certificate/11111111-2222-3333-4444-555555555555"
+SECRET_STRING = "sm-value-7f3c9e1d2b4a6c8e0f1a3b5d7e9c1f2a"
+"""What ``getSecretVersion`` answers for any secret (the OIDC client secret of the ``sso`` tests)."""
 
 
 def _h(text: str, n: int = 8) -> str:
@@ -176,6 +178,14 @@ class Recorder(pulumi.runtime.Mocks):
                     "description": "Europe (Ireland)"}
         if tok == "aws:index/getCallerIdentity:getCallerIdentity":
             return {"accountId": ACCOUNT, "arn": f"arn:aws:iam::{ACCOUNT}:user/ci", "userId": "AIDAMOCK", "id": ACCOUNT}
+        if tok == "aws:secretsmanager/getSecretVersion:getSecretVersion":
+            # Secrets Manager API, GetSecretValue (pulumi-aws aws.secretsmanager.getSecretVersion): the
+            # current version's SecretString.
+            arn = str(args.args["secretId"])
+            return {"arn": arn, "id": f"{arn}|AWSCURRENT", "secretId": arn, "secretString": SECRET_STRING,
+                    "secretBinary": "", "versionId": "00000000-0000-4000-8000-000000000001",
+                    "versionStage": "AWSCURRENT", "versionStages": ["AWSCURRENT"],
+                    "createdDate": "2026-01-01T00:00:00Z"}
         if tok == "aws:ecr/getAuthorizationToken:getAuthorizationToken":
             return {"authorizationToken": "QVdTOm1vY2s=", "userName": "AWS", "password": "ecr-token-password",
                     "proxyEndpoint": f"https://{ACCOUNT}.dkr.ecr.{REGION}.amazonaws.com",

@@ -34,6 +34,10 @@ VARIANTS = [
                                "alarmEmail": "ops@example.com", "bucketVersioning": True}.items()
              if k in config.KEYS}),  # the monitoring settings where they exist
     ("prod", {**PROD_OVERRIDES, "natMode": "none", "cpuArchitecture": "ARM64", "schedule": WORK}),
+    ("prod", {**PROD_OVERRIDES, "sso": {  # single sign-on (docs/sso.md): listener rules, an egress rule
+        "provider": "oidc", "issuer": "https://idp.example.com", "authorizationEndpoint": "https://idp.example.com/a",
+        "tokenEndpoint": "https://idp.example.com/t", "userInfoEndpoint": "https://idp.example.com/u",
+        "clientId": "mlflow", "clientSecretArn": "arn:aws:secretsmanager:eu-west-1:123456789012:secret:oidc-AbCdEf"}}),
 ]
 
 
