@@ -433,3 +433,15 @@ def test_a_person_downloads_an_artifact_through_the_fastapi_route(maria, keys, t
                         sign_with=ec.generate_private_key(ec.SECP256R1()))
     assert get(maria, path, headers={HEADER: forged}).status_code == 401
     assert get(maria, path).status_code == 401
+
+
+def test_the_gateways_own_credential_header_still_works(maria):
+    """On /gateway/ routes (served by FastAPI itself) MLflow takes basic credentials from
+    X-MLflow-Authorization (the Authorization header carries a coding agent's provider key there).
+    With single sign-on configured a request without x-amzn-oidc-data still gets that check
+    (mlflow_auth_fastpath.sso.install), not only the Authorization header."""
+    creds = base64.b64encode(f"{ADMIN}:{ADMIN_PASSWORD}".encode()).decode()
+    r = get(maria, "/gateway/mlflow/v1/models", headers={"X-MLflow-Authorization": f"Basic {creds}"})
+    assert r.status_code == 200, (r.status_code, r.text[:300])
+    wrong = base64.b64encode(f"{ADMIN}:wrong-password-123".encode()).decode()
+    assert get(maria, "/gateway/mlflow/v1/models", headers={"X-MLflow-Authorization": f"Basic {wrong}"}).status_code == 401

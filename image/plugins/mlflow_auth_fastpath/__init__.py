@@ -224,4 +224,8 @@ def create_app():
     from mlflow.server import auth
 
     install(auth)
+    if auth.auth_config.authorization_function.startswith("mlflow_auth_fastpath.sso:"):  # single sign-on (sso.py)
+        from mlflow_auth_fastpath import sso
+
+        sso.install(auth)  # FastAPI's own routes without the header: MLflow's basic-auth check, as before
     return auth.create_app()
