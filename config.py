@@ -40,7 +40,7 @@ from config_parsers import (  # noqa: F401 (NAMESPACE, SettingsError and the pat
 from config_parsers import EMAIL_RE, _alarms, _waf_rate_limit
 from components.monitoring import AlarmThresholds
 from config_rules import (  # noqa: F401 (used by program.py through this module)
-    EngineLine, _check, check_certificate_region, check_zero_acu, engine_line)
+    EngineLine, _check, check_certificate_region, check_sso_region, check_zero_acu, engine_line)
 
 ENGINE_PORT = {engine: port for engine, (_, port) in ENGINES.items()}
 

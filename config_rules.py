@@ -113,6 +113,29 @@ def check_certificate_region(settings: "Settings", region: str) -> None:
             f"or hostedZoneId to let the program request one")
 
 
+_SSO_GOVCLOUD = ("us-gov-west-1", "us-gov-east-1")
+_AWS_PARTITION_REGION_RE = re.compile(r"(us|eu|ap|sa|ca|me|af|il|mx)-\w+-\d+")
+"""The regions of partition ``aws`` (botocore's endpoints.json ``regionRegex``); ``us-gov-*`` and
+``us-iso*-*`` / ``eu-isoe-*`` match it too but are partitions of their own, excluded by name."""
+
+
+def check_sso_region(settings: "Settings", region: str) -> None:
+    """Single sign-on needs the load balancer's key endpoint, which the ELB User Guide ("User claims
+    encoding and signature verification") documents for partition aws
+    (``public-keys.auth.elb.<region>.amazonaws.com``) and AWS GovCloud (US) only; the server refuses
+    any other (image/sso_settings.py ``key_endpoint``), so the program refuses it first.
+
+    :raises SettingsError: naming ``sso`` and the stack's region.
+    """
+    if settings.sso is None or region in _SSO_GOVCLOUD:
+        return
+    if (not _AWS_PARTITION_REGION_RE.fullmatch(region) or region.startswith("us-gov-")
+            or re.match(r"(us|eu)-iso[a-z]*-", region)):
+        raise _fail("sso", f"provider {settings.sso.provider}",
+                    f"unset in region {region}: single sign-on works in partition aws and in AWS GovCloud (US) "
+                    f"({', '.join(_SSO_GOVCLOUD)}) only, where AWS documents the load balancer's signing-key endpoint")
+
+
 def _check(values: dict[str, Any]) -> None:
     """Rules that involve more than one setting."""
     cpu, memory = values["cpu"], values["memory"]
@@ -175,6 +198,11 @@ def _check_sso(values: dict[str, Any]) -> None:
         raise _fail("sso", f"provider {values['sso'].provider}",
                     "with HTTPS only: set hostedZoneId (or certificateArn) and domainName; the load balancer's "
                     "authenticate actions work on HTTPS listeners only")
+    if values["enable_job_execution"]:
+        raise _fail("enableJobExecution", "true",
+                    "false with sso: MLflow's job runner takes a job's user from the request's Authorization header "
+                    "and the server then runs MLflow's own basic-auth app, where single sign-on's check is not "
+                    "installed; untested, so not allowed (docs/sso.md)")
     if values["nat_mode"] == "none" and values["alb_scheme"] == "internal":
         raise _fail("albScheme", "internal",
                     "internet-facing with sso and natMode none: an internal load balancer reaches the IdP's token and "

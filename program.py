@@ -145,6 +145,7 @@ def resolve_server_args(settings: config.Settings) -> MlflowTrackingServerArgs:
             f"{len(zones)} (the available zones of this region: {', '.join(zones)})")
     region = aws.get_region().region
     config.check_certificate_region(settings, region)
+    config.check_sso_region(settings, region)
     account_id = aws.get_caller_identity().account_id
     engine = resolve_engine_version(settings)
     if settings.db_restore_snapshot:

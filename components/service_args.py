@@ -154,10 +154,10 @@ class ServiceArgs:
     container_insights: bool = False
     """CloudWatch Container Insights on the ECS cluster (extra cost)."""
     access_logs_bucket: Optional[pulumi.Input[str]] = None
+    """S3 bucket of the load balancer's access logs (:class:`components.monitoring.AlbAccessLogs`); ``None`` = off."""
     sso: Optional[SingleSignOn] = None
     """Single sign-on for the web UI (:mod:`components.sso`): the HTTPS listener's login, the rules that
     keep programmatic paths off it, the server's ``MLFLOW_SSO_*`` variables; ``None`` = off."""
-    """S3 bucket of the load balancer's access logs (:class:`components.monitoring.AlbAccessLogs`); ``None`` = off."""
     depends_on: list[pulumi.Resource] = field(default_factory=list)
     """What the ECS service and the admin step must wait for besides their own resources: the
     database writer instance (``Database.ready``)."""

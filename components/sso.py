@@ -195,6 +195,13 @@ def parse(raw: Any) -> Optional[SingleSignOn]:
         values["admin_group"] = group
     if ("admin_group_claim" in values) != ("admin_group" in values):
         raise ValueError("adminGroupClaim and adminGroup: both or neither (the claim, and its value that makes an admin)")
+    if provider == "cognito" and values.get("admin_group_claim", "").startswith("cognito:"):
+        # The load balancer signs the claims of the IdP's user info endpoint (x-amzn-oidc-data); Cognito's
+        # userInfo returns user attributes only (Cognito Developer Guide, "The user attributes endpoint"),
+        # and cognito:groups is in its ID and access tokens only (aws-load-balancer-controller issue #1715).
+        raise ValueError(f"adminGroupClaim: not {values['admin_group_claim']} with provider cognito: Cognito's userInfo "
+                         "response, whose claims the load balancer passes on, has user attributes only, never the "
+                         "tokens' cognito:* claims; list admins in adminUsers (or use a custom attribute, custom:...)")
     users = raw.get("adminUsers", [])
     if isinstance(users, str):
         users = [u.strip() for u in users.split(",") if u.strip()]

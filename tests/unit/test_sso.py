@@ -324,6 +324,8 @@ def without(d: dict, *keys: str) -> dict:
     ({**COGNITO, "sessionTimeoutSeconds": 604801}, "sessionTimeoutSeconds: an integer from 1 to 604800"),
     ({**COGNITO, "userPoolArn": "arn:aws:cognito-idp:eu-west-1:123:userpool/x"}, "userPoolArn: arn:aws:cognito-idp"),
     ({"provider": "saml"}, "provider: oidc or cognito"),
+    ({**COGNITO, "adminGroupClaim": "cognito:groups", "adminGroup": "mlflow-admins"},
+     "adminGroupClaim: not cognito:groups with provider cognito"),
     ("not json", "an object {provider: oidc"),
 ])
 def test_a_wrong_sso_value_is_one_line_naming_the_setting(sso, fragment):
@@ -346,6 +348,50 @@ def test_private_tasks_without_nat_cannot_fetch_the_alb_keys():
 def test_internal_alb_without_nat_cannot_reach_the_idp():
     text = refusal(sso=COGNITO, natMode="none", taskSubnets="public", albScheme="internal")
     assert text.startswith(f"invalid setting {NS}:albScheme = 'internal'") and "NAT" in text
+
+
+def test_cognito_admins_by_a_custom_attribute_are_accepted():
+    """Cognito's userInfo returns the user's attributes, custom ones included (Cognito Developer Guide,
+    "The user attributes endpoint"); only its tokens' cognito:* claims never reach x-amzn-oidc-data."""
+    s = settings_of("prod", **PROD_OVERRIDES, sso={**COGNITO, "adminGroupClaim": "custom:mlflow_role",
+                                                   "adminGroup": "admin"})
+    assert (s.sso.admin_group_claim, s.sso.admin_group) == ("custom:mlflow_role", "admin")
+
+
+def test_sso_with_the_job_runner_is_refused():
+    """With the job runner the server runs MLflow's own basic-auth app (image/server_launch.py), on
+    which single sign-on's check is not installed."""
+    text = refusal(sso=OIDC, enableJobExecution=True)
+    assert text.startswith(f"invalid setting {NS}:enableJobExecution = 'true'") and "with sso" in text, text
+    assert settings_of("prod", **PROD_OVERRIDES, enableJobExecution=True).enable_job_execution
+
+
+@pytest.mark.parametrize("region", ["cn-north-1", "cn-northwest-1", "us-iso-east-1", "us-isob-east-1",
+                                    "eu-isoe-west-1", "us-isof-south-1", "eusc-de-east-1"])
+def test_sso_outside_the_documented_key_endpoints_is_refused(region):
+    """The ELB User Guide ("User claims encoding and signature verification") documents the key endpoint
+    for partition aws and AWS GovCloud (US) only; the server refuses any other (image/sso_settings.py)."""
+    s = settings_of("prod", **PROD_OVERRIDES, sso=COGNITO)
+    with pytest.raises(config.SettingsError) as err:
+        config.check_sso_region(s, region)
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"invalid setting {NS}:sso = 'provider cognito'"), text
+    assert f"unset in region {region}" in text
+    config.check_sso_region(settings_of("prod", **PROD_OVERRIDES), region)  # without sso: no rule
+
+
+@pytest.mark.parametrize("region", [REGION, "us-east-1", "ap-southeast-5", "mx-central-1", "il-central-1",
+                                    "us-gov-west-1", "us-gov-east-1"])
+def test_sso_in_partition_aws_and_govcloud_is_accepted(region):
+    config.check_sso_region(settings_of("prod", **PROD_OVERRIDES, sso=OIDC), region)
+
+
+def test_the_program_checks_the_region_it_resolved(monkeypatch):
+    """program.py passes the region of aws.get_region() (the mocks' REGION) to the rule."""
+    seen = []
+    monkeypatch.setattr(config, "check_sso_region", lambda settings, region: seen.append((settings.sso, region)))
+    run_program("prod", **PROD_OVERRIDES, sso=OIDC)
+    assert [r for _, r in seen] == [REGION] and seen[0][0] is not None
 
 
 @pytest.mark.parametrize("overrides", [
