@@ -12,9 +12,8 @@ import pytest
 import requests
 
 from tests.server.conftest import ADMIN, ADMIN_PASSWORD
-from tests.support.server import Server
+from tests.support.auth_pair import fastpath_and_basic_auth
 
-PER_SERVER = {"HOME", "MLFLOW_STATE_DIR", "MLFLOW_SPOOL_DIR", "MLFLOW_PORT", "MLFLOW_HOST"}
 API = "/api/2.0/mlflow"
 
 
@@ -22,15 +21,8 @@ API = "/api/2.0/mlflow"
 def both(stack):
     """(fast path server, MLflow's basic-auth server) on the stack's databases, one worker each:
     every request then meets whatever a previous request left behind in that process."""
-    env = {k: v for k, v in stack.a.env.items() if k not in PER_SERVER} | {"MLFLOW_WORKERS": "1"}
-    fast, stock = Server(env), Server({**env, "MLFLOW_AUTH_FASTPATH": "false"})
-    try:
-        fast.start()
-        stock.start()
-        yield fast, stock
-    finally:
-        fast.close()
-        stock.close()
+    with fastpath_and_basic_auth(stack.a) as pair:
+        yield pair
 
 
 def post(server, path, auth, **body):

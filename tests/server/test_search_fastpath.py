@@ -17,9 +17,8 @@ import pytest
 import requests
 
 from tests.server.conftest import ADMIN, ADMIN_PASSWORD
-from tests.support.server import Server
+from tests.support.auth_pair import fastpath_and_basic_auth
 
-PER_SERVER = {"HOME", "MLFLOW_STATE_DIR", "MLFLOW_SPOOL_DIR", "MLFLOW_PORT", "MLFLOW_HOST"}
 API = "/api/2.0/mlflow"
 GRANT = "/api/3.0/mlflow/users/permissions/grant"
 
@@ -27,15 +26,8 @@ GRANT = "/api/3.0/mlflow/users/permissions/grant"
 @pytest.fixture(scope="module")
 def both(stack):
     """(fast path server, MLflow's basic-auth server) on the stack's databases, one worker each."""
-    env = {k: v for k, v in stack.a.env.items() if k not in PER_SERVER} | {"MLFLOW_WORKERS": "1"}
-    fast, stock = Server(env), Server({**env, "MLFLOW_AUTH_FASTPATH": "false"})
-    try:
-        fast.start()
-        stock.start()
-        yield fast, stock
-    finally:
-        fast.close()
-        stock.close()
+    with fastpath_and_basic_auth(stack.a) as pair:
+        yield pair
 
 
 def post(server, path, auth, **body):
