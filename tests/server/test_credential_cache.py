@@ -25,9 +25,8 @@ import uuid
 import requests
 
 from tests.server.conftest import ADMIN, ADMIN_PASSWORD, SECRET_KEY
+from tests.support.auth_pair import shared_env
 from tests.support.server import ENTRYPOINT, PYTHON, Server
-
-PER_SERVER = {"HOME", "MLFLOW_STATE_DIR", "MLFLOW_SPOOL_DIR", "MLFLOW_PORT", "MLFLOW_HOST"}
 
 API = "/api/2.0/mlflow"
 ADMIN_AUTH = (ADMIN, ADMIN_PASSWORD)
@@ -99,7 +98,7 @@ def test_mlflows_own_app_keeps_no_stale_credential_with_its_cache_off(stack):
     the user record and may accept a changed password on other workers until its TTL ends (MLflow's
     basic_auth.ini says so); the start-up line says it. With MLFLOW_AUTH_CACHE_TTL_SECONDS=0 it is off:
     one scrypt hash per request, never stale."""
-    env = {k: v for k, v in stack.a.env.items() if k not in PER_SERVER} | {"MLFLOW_AUTH_FASTPATH": "false"}
+    env = shared_env(stack.a) | {"MLFLOW_AUTH_FASTPATH": "false"}
     with Server(env) as stock:
         assert ("credential cache 60 s, MLflow's own: other workers and tasks may accept a changed password "
                 "for up to 60 s") in stock.output()
@@ -141,9 +140,36 @@ def test_a_demoted_admin_is_refused_at_once_on_the_other_task(stack):
 
 # ---------------------------------------------------------------------------------------------
 # In one server process (a subprocess: MLflow's auth module reads its configuration at import),
-# MLflow's basic-auth app with the fast path installed, through Flask's test client, counting
-# werkzeug's check_password_hash (what SqlAlchemyStore.authenticate_user calls) and the reads of
-# the user's row (SqlAlchemyStore._get_user, under authenticate_user and get_user alike).
+# MLflow's basic-auth app through Flask's test client.
+def run_in_process(script: str, work, cache_ttl: int, *args: str) -> dict:
+    """``script`` in a Python process of its own (MLflow's auth module reads its configuration at
+    import) in the directory ``work``: MLflow's basic-auth configuration there (SQLite stores,
+    ``auth_cache_ttl_seconds`` = ``cache_ttl``), the fast path importable; what it printed after
+    ``RESULT ``, as JSON."""
+    ini = work / "basic_auth.ini"
+    ini.write_text(textwrap.dedent(f"""
+        [mlflow]
+        default_permission = READ
+        database_uri = sqlite:///{work}/auth.db
+        admin_username = {ADMIN}
+        admin_password = {ADMIN_PASSWORD}
+        authorization_function = mlflow.server.auth:authenticate_request_basic_auth
+        auth_cache_ttl_seconds = {cache_ttl}
+    """))
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(work),
+           "PYTHONPATH": str(ENTRYPOINT.parent / "plugins"), "MLFLOW_AUTH_CONFIG_PATH": str(ini),
+           "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY, "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{work}/mlflow.db",
+           "_MLFLOW_SERVER_ARTIFACT_ROOT": str(work / "artifacts")}
+    p = subprocess.run([PYTHON or sys.executable, "-c", script, *args], env=env, cwd=work, capture_output=True,
+                       text=True, timeout=300)
+    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
+    assert p.returncode == 0 and line, p.stdout[-3000:] + p.stderr[-3000:]
+    return json.loads(line[len("RESULT "):])
+
+
+# MLflow's basic-auth app with the fast path installed, counting werkzeug's check_password_hash
+# (what SqlAlchemyStore.authenticate_user calls) and the reads of the user's row
+# (SqlAlchemyStore._get_user, under authenticate_user and get_user alike).
 _IN_PROCESS = textwrap.dedent("""
     import base64, json, sys
     from werkzeug import security
@@ -198,25 +224,7 @@ def test_a_repeated_valid_credential_is_verified_once(tmp_path):
     """scrypt (werkzeug's check_password_hash) runs once per credential, then not again while its
     stored hash is unchanged; each request reads the user's row once (the read the permission
     check makes anyway); a new stored hash is verified again."""
-    ini = tmp_path / "basic_auth.ini"
-    ini.write_text(textwrap.dedent(f"""
-        [mlflow]
-        default_permission = READ
-        database_uri = sqlite:///{tmp_path}/auth.db
-        admin_username = {ADMIN}
-        admin_password = {ADMIN_PASSWORD}
-        authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-        auth_cache_ttl_seconds = 60
-    """))
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path),
-           "PYTHONPATH": str(ENTRYPOINT.parent / "plugins"), "MLFLOW_AUTH_CONFIG_PATH": str(ini),
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY, "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{tmp_path}/mlflow.db",
-           "_MLFLOW_SERVER_ARTIFACT_ROOT": str(tmp_path / "artifacts")}
-    p = subprocess.run([PYTHON or sys.executable, "-c", _IN_PROCESS], env=env, cwd=tmp_path, capture_output=True,
-                       text=True, timeout=300)
-    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
-    assert p.returncode == 0 and line, p.stdout[-3000:] + p.stderr[-3000:]
-    out = json.loads(line[len("RESULT "):])
+    out = run_in_process(_IN_PROCESS, tmp_path, 60)
     # [status, scrypt runs, reads of the user's row] per request
     assert out["carol"] == [[200, 1, 1], [200, 0, 1], [200, 0, 1]], out
     assert out["wrong password"] == [[401, 1, 1], [401, 1, 1]], out
@@ -314,24 +322,6 @@ def test_a_database_outage_is_503_not_a_failed_login(tmp_path):
     for app_name in ("basic-auth", "basic-auth-fastpath"):
         work = tmp_path / app_name
         work.mkdir()
-        ini = work / "basic_auth.ini"
-        ini.write_text(textwrap.dedent(f"""
-            [mlflow]
-            default_permission = READ
-            database_uri = sqlite:///{work}/auth.db
-            admin_username = {ADMIN}
-            admin_password = {ADMIN_PASSWORD}
-            authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-            auth_cache_ttl_seconds = 0
-        """))
-        env = {"PATH": os.environ.get("PATH", ""), "HOME": str(work),
-               "PYTHONPATH": str(ENTRYPOINT.parent / "plugins"), "MLFLOW_AUTH_CONFIG_PATH": str(ini),
-               "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY, "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{work}/mlflow.db",
-               "_MLFLOW_SERVER_ARTIFACT_ROOT": str(work / "artifacts")}
-        p = subprocess.run([PYTHON or sys.executable, "-c", _DB_DOWN, app_name], env=env, cwd=work,
-                           capture_output=True, text=True, timeout=300)
-        line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
-        assert p.returncode == 0 and line, p.stdout[-3000:] + p.stderr[-3000:]
-        got[app_name] = json.loads(line[len("RESULT "):])
+        got[app_name] = run_in_process(_DB_DOWN, work, 0, app_name)
     assert got["basic-auth"] == {"up": 200, "no such user": 401, "down": 503, "up again": 200}, got
     assert got["basic-auth-fastpath"] == got["basic-auth"], got
