@@ -282,7 +282,8 @@ def test_stops_on_sigterm_within_seconds(container):
     logs = container.logs()
     # SIGKILL after the 10 s grace period would give 137; `mlflow server` forwards SIGTERM to
     # uvicorn, waits for it to shut down gracefully, and returns normally: exit code 0.
+    # Docker's SIGKILL after the grace period is what a timing check would catch; the exit code
+    # says it without one (no timing assertions in tests: the elapsed time is printed only).
     assert state["ExitCode"] == 0 and not state["OOMKilled"], (state, logs[-2000:])
-    assert elapsed < 10, f"docker stop took {elapsed:.1f} s: the container did not handle SIGTERM"
     assert "Shutting down" in logs or "Finished server process" in logs, logs[-2000:]
     assert_no_secret(logs, container.secrets, "the container's logs")
