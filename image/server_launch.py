@@ -125,6 +125,11 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     s = Settings(env)
     pools = pool_settings(env)  # before any wait: a bad pool setting is one line at once
     sso = sso_settings_of(env)  # single sign-on (docs/sso.md): a bad MLFLOW_SSO_* value is one line at once
+    if sso and (not s.fastpath or s.job_execution):  # auth_app() would pick MLflow's `basic-auth`
+        raise Fatal("single sign-on (MLFLOW_SSO_SIGNER_ARN) needs the auth fast path, which "
+                    f"{'MLFLOW_AUTH_FASTPATH=false' if not s.fastpath else 'MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true'} "
+                    "turns off (MLflow's own `basic-auth` app would run): unset MLFLOW_AUTH_FASTPATH and "
+                    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION, or single sign-on")
     check_port(s.host, s.port)  # before any wait: a second server on a taken port says so at once
     child = dict(env)
     if not s.disable_telemetry:  # off unless the user says otherwise; here too, before anything imports MLflow

@@ -1,26 +1,20 @@
-"""Single sign-on through the load balancer (issue 15, items 3 and 4): the server trusts
-`x-amzn-oidc-data` only when the load balancer signed it, and basic auth stays as it was.
+"""Single sign-on through the load balancer (issue 15, items 3 and 4), the server for real: the
+entrypoint with single sign-on on a MariaDB (user creation on PostgreSQL too), driven over HTTP as
+the UI and the MLflow client drive it. It trusts `x-amzn-oidc-data` only when the load balancer
+signed it, and basic auth stays as it was. The settings and the token check in process:
+tests/server/test_sso_tokens.py.
 
 The stand-in (tests/support/alb_keys.py) follows the Elastic Load Balancing User Guide,
 "Authenticate users using an Application Load Balancer", "User claims encoding and signature
-verification": an ES256 (ECDSA P-256 + SHA-256) JWT whose parts are base64url WITH padding, its
-header carrying alg, kid, signer (the load balancer's ARN), iss, client and exp, its payload the
-identity provider's user claims (plus iss and exp, which AWS's own aws-jwt-verify AlbJwtVerifier
-checks there); the public key of a kid is a PEM at https://public-keys.auth.elb.REGION.amazonaws.com/KID,
-here a loopback endpoint named by MLFLOW_SSO_KEY_URL (tests only: the server refuses any other host).
-
-In-process: image/sso_settings.py's one-line errors, and the plugin's token check against the
-loopback key endpoint. For real: the entrypoint with single sign-on on a MariaDB (user creation
-on PostgreSQL too), driven over HTTP as the UI and the MLflow client drive it. Not here: a real
-load balancer, its key endpoint and a real identity provider's token.
+verification"; the public key of a kid is served on a loopback endpoint named by
+MLFLOW_SSO_KEY_URL (tests only: the server refuses any other host). Not here: a real load
+balancer, its key endpoint and a real identity provider's token.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
-import importlib.util
-import json
 import os
 import re
 import subprocess
@@ -33,84 +27,13 @@ import requests
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from tests.server.conftest import ADMIN, ADMIN_PASSWORD, DB_PASSWORD, SECRET_KEY, unique
-from tests.support.alb_keys import AlbKeyEndpoint, b64_padded
+from tests.support.alb_keys import AlbKeyEndpoint
 from tests.support.dbadmin import drop_app_user, prepare_databases
 from tests.support.peers import free_port
 from tests.support.server import Server, database_env, run_entrypoint
-
-ROOT = Path(__file__).resolve().parents[2]
-SIGNER = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/mlflow-sso-test/50dc6c495c0c9188"
-OTHER_SIGNER = "arn:aws:elasticloadbalancing:eu-west-1:123456789012:loadbalancer/app/someone-else/0123456789abcdef"
-ISSUER = "https://idp.example.test/realms/mlflow"
-GROUP_CLAIM, GROUP = "groups", "mlflow-admins"
-LIST_ADMIN = "boss@example.test"
-HEADER = "x-amzn-oidc-data"
+from tests.support.sso_cases import CASES, GOOD_ENV, GROUP, GROUP_CLAIM, HEADER, ISSUER, LIST_ADMIN, SIGNER, refusal_cases
 
 
-def _load(path: Path, name: str):
-    spec = importlib.util.spec_from_file_location(name, path)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-sso_settings = _load(ROOT / "image" / "sso_settings.py", "test_sso_settings_module")
-sso = _load(ROOT / "image" / "plugins" / "mlflow_auth_fastpath" / "sso.py", "test_sso_plugin_module")
-
-GOOD_ENV = {"MLFLOW_SSO_SIGNER_ARN": SIGNER, "MLFLOW_SSO_ISSUER": ISSUER}
-
-
-# --------------------------------------------------------------------------------------------
-# settings (image/sso_settings.py): one line naming the variable
-# --------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("env, variable, allowed", [
-    ({"MLFLOW_SSO_SIGNER_ARN": "arn:aws:elasticloadbalancing:eu-west-1:123456789012:targetgroup/x/0123"},
-     "MLFLOW_SSO_SIGNER_ARN", "loadbalancer/app/NAME/ID"),
-    ({"MLFLOW_SSO_SIGNER_ARN": "my-alb"}, "MLFLOW_SSO_SIGNER_ARN", "arn:aws:elasticloadbalancing"),
-    ({"MLFLOW_SSO_SIGNER_ARN": SIGNER.replace("arn:aws:", "arn:aws-cn:").replace("eu-west-1", "cn-north-1")},
-     "MLFLOW_SSO_SIGNER_ARN", "partition aws"),
-    ({"MLFLOW_SSO_SIGNER_ARN": SIGNER}, "MLFLOW_SSO_ISSUER", "https://"),
-    ({**GOOD_ENV, "MLFLOW_SSO_ISSUER": "http://idp.example.test"}, "MLFLOW_SSO_ISSUER", "https://"),
-    ({**GOOD_ENV, "MLFLOW_SSO_USER_CLAIM": "e mail"}, "MLFLOW_SSO_USER_CLAIM", "no spaces"),
-    ({**GOOD_ENV, "MLFLOW_SSO_ADMIN_GROUP_CLAIM": "groups"}, "MLFLOW_SSO_ADMIN_GROUP", "both"),
-    ({**GOOD_ENV, "MLFLOW_SSO_ADMIN_GROUP": "admins"}, "MLFLOW_SSO_ADMIN_GROUP_CLAIM", "both"),
-    ({**GOOD_ENV, "MLFLOW_SSO_KEY_URL": "https://public-keys.auth.elb.eu-west-1.amazonaws.com"},
-     "MLFLOW_SSO_KEY_URL", "127.0.0.1"),
-    ({**GOOD_ENV, "MLFLOW_SSO_KEY_URL": "http://10.0.0.1:8080"}, "MLFLOW_SSO_KEY_URL", "tests only"),
-    ({**GOOD_ENV, "MLFLOW_SSO_KEY_URL": "ftp://127.0.0.1/keys"}, "MLFLOW_SSO_KEY_URL", "http(s)"),
-    ({"MLFLOW_SSO_ISSUER": ISSUER}, "MLFLOW_SSO_SIGNER_ARN", "unset them all"),
-], ids=["target-group-arn", "not-an-arn", "china-partition", "no-issuer", "http-issuer", "claim-with-space",
-        "group-claim-without-group", "group-without-claim", "key-url-aws", "key-url-private-ip", "key-url-ftp",
-        "issuer-without-arn"])
-def test_settings_errors_are_one_line_naming_the_variable(env, variable, allowed):
-    with pytest.raises(ValueError) as e:
-        sso_settings.from_env(env)
-    message = str(e.value)
-    assert "\n" not in message
-    assert message.startswith(variable) or f" {variable} " in f" {message} ", message
-    assert allowed in message, message
-
-
-def test_settings_values():
-    assert sso_settings.from_env({}) is None
-    assert sso_settings.from_env({"MLFLOW_SSO_SIGNER_ARN": "  ", "PATH": "/bin"}) is None
-    s = sso_settings.from_env({**GOOD_ENV, "MLFLOW_SSO_ADMIN_USERS": " a@x.test, ,b@x.test ",
-                               "MLFLOW_SSO_ADMIN_GROUP_CLAIM": "cognito:groups", "MLFLOW_SSO_ADMIN_GROUP": "admins"})
-    assert (s.region, s.user_claim, s.admin_users) == ("eu-west-1", "email", frozenset({"a@x.test", "b@x.test"}))
-    assert s.key_url == "https://public-keys.auth.elb.eu-west-1.amazonaws.com" and not s.key_url_is_test
-    assert (s.admin_group_claim, s.admin_group) == ("cognito:groups", "admins")
-    gov = SIGNER.replace("arn:aws:", "arn:aws-us-gov:").replace("eu-west-1", "us-gov-west-1")
-    assert sso_settings.from_env({**GOOD_ENV, "MLFLOW_SSO_SIGNER_ARN": gov}).key_url == \
-        "https://s3-us-gov-west-1.amazonaws.com/aws-elb-public-keys-prod-us-gov-west-1"
-    for url in ("http://127.0.0.1:8080/", "http://[::1]:9/keys", "http://localhost:1"):
-        s = sso_settings.from_env({**GOOD_ENV, "MLFLOW_SSO_KEY_URL": url})
-        assert s.key_url == url.rstrip("/") and s.key_url_is_test
-
-
-# --------------------------------------------------------------------------------------------
-# the token check, in process, against the loopback key endpoint
-# --------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def keys():
     with AlbKeyEndpoint(slow_seconds=8) as endpoint:
@@ -118,93 +41,7 @@ def keys():
         yield endpoint
 
 
-@pytest.fixture
-def check(keys):
-    settings = sso_settings.from_env({**GOOD_ENV, "MLFLOW_SSO_KEY_URL": keys.url})
-    cache = sso.KeyCache(settings.key_url)
-    return lambda token: sso.verify(token, settings, cache)
-
-
-def forged_payload(token: str, **claims) -> str:
-    """The same header and signature around another payload (what a forger can make)."""
-    header, payload, signature = token.split(".")
-    body = json.loads(base64.urlsafe_b64decode(payload))
-    return f"{header}.{b64_padded(json.dumps({**body, **claims}).encode())}.{signature}"
-
-
-def refusal_cases(keys):
-    kid = keys.kid
-    good = dict(signer=SIGNER, issuer=ISSUER)
-    claims = {"email": "eve@example.test"}
-    now_header = {"alg": "none", "kid": kid, "signer": SIGNER, "iss": ISSUER, "exp": 4102444800}
-    return {
-        "expired": (keys.token(kid, claims, expires_in=-3600, **good), 401, "expired"),
-        "expired-in-header-only": (keys.token(kid, claims, header={"exp": 1_600_000_000}, **good), 401, "expired"),
-        "other-key": (keys.token(kid, claims, sign_with=ec.generate_private_key(ec.SECP256R1()), **good), 401,
-                      "signature"),
-        "forged-payload": (forged_payload(keys.token(kid, claims, **good), email="admin@example.test"), 401,
-                           "signature"),
-        "unsigned-alg-none": (f"{b64_padded(json.dumps(now_header).encode())}."
-                              f"{b64_padded(json.dumps({**claims, 'exp': 4102444800, 'iss': ISSUER}).encode())}.", 401,
-                              "ES256"),
-        "wrong-signer": (keys.token(kid, claims, signer=OTHER_SIGNER, issuer=ISSUER), 401, "load balancer"),
-        "no-signer": (keys.token(kid, claims, header={"signer": None}, **good), 401, "load balancer"),
-        "wrong-issuer": (keys.token(kid, claims, signer=SIGNER, issuer="https://evil.example.test"), 401,
-                         "another identity provider"),
-        "wrong-issuer-in-payload": (keys.token(kid, claims, payload={"iss": "https://evil.example.test"}, **good),
-                                    401, "another identity provider"),
-        "no-issuer": (keys.token(kid, claims, header={"iss": None}, payload={"iss": None}, **good), 401, "no iss"),
-        "no-exp": (keys.token(kid, claims, header={"exp": None}, payload={"exp": None}, **good), 401, "no exp"),
-        "unknown-kid": (keys.token(kid, claims, header={"kid": str(uuid.uuid4())}, **good), 401, "key id"),
-        "kid-with-path": (keys.token(kid, claims, header={"kid": "../keys"}, **good), 401, "key id"),
-        "not-a-jwt": ("hello", 401, "not a JWT"),
-    }
-
-
-CASES = ["expired", "expired-in-header-only", "other-key", "forged-payload", "unsigned-alg-none", "wrong-signer",
-         "no-signer", "wrong-issuer", "wrong-issuer-in-payload", "no-issuer", "no-exp", "unknown-kid",
-         "kid-with-path", "not-a-jwt"]
-
-
-def test_a_padded_token_signed_by_the_load_balancer_verifies(keys, check):
-    token = keys.token(keys.kid, {"email": "ann@example.test", "groups": ["x"]}, signer=SIGNER, issuer=ISSUER)
-    assert token.split(".")[2].endswith("=")  # padded, as the load balancer's
-    claims = check(token)
-    assert claims["email"] == "ann@example.test" and claims["iss"] == ISSUER
-
-
-@pytest.mark.parametrize("case", CASES)
-def test_the_token_check_refuses(keys, check, case):
-    token, status, words = refusal_cases(keys)[case]
-    with pytest.raises(sso.Refused) as e:
-        check(token)
-    assert (e.value.status, words in e.value.reason) == (status, True), e.value.reason
-
-
-def test_a_key_endpoint_that_does_not_answer_is_503_not_a_hang_nor_a_pass(keys, check):
-    token = keys.token(keys.slow_kid, {"email": "x@example.test"}, signer=SIGNER, issuer=ISSUER,
-                       sign_with=keys.keys[keys.kid])
-    with pytest.raises(sso.Refused) as e:
-        check(token)
-    assert e.value.status == 503 and "could not be reached" in e.value.reason, e.value.reason
-
-
-def test_the_key_is_fetched_once_per_kid(keys, check):
-    kid = keys.new_key()
-    for i in range(5):
-        check(keys.token(kid, {"email": f"k{i}@example.test"}, signer=SIGNER, issuer=ISSUER))
-    assert keys.requests.count(f"/{kid}") == 1
-
-
-def test_group_claim_and_list_make_admins():
-    s = sso_settings.from_env({**GOOD_ENV, "MLFLOW_SSO_ADMIN_USERS": LIST_ADMIN,
-                               "MLFLOW_SSO_ADMIN_GROUP_CLAIM": GROUP_CLAIM, "MLFLOW_SSO_ADMIN_GROUP": GROUP})
-    assert sso.is_admin(LIST_ADMIN, {}, s)
-    assert sso.is_admin("a@x", {GROUP_CLAIM: ["other", GROUP]}, s)
-    assert sso.is_admin("a@x", {GROUP_CLAIM: GROUP}, s)
-    assert not sso.is_admin("a@x", {GROUP_CLAIM: [f"{GROUP}-not"]}, s)
-    assert not sso.is_admin("a@x", {GROUP_CLAIM: f"{GROUP} other"}, s)
-    assert not sso.is_admin("a@x", {"other": [GROUP]}, s)
+NO_DESTINATION = {"MLFLOW_BACKEND_STORE_URI": "mysql+pymysql://mlflow:not-used-1@127.0.0.1:9/mlflow"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,7 +51,13 @@ def test_group_claim_and_list_make_admins():
     ({"MLFLOW_SSO_SIGNER_ARN": "my-load-balancer"}, ["MLFLOW_SSO_SIGNER_ARN", "loadbalancer/app"]),
     ({**GOOD_ENV, "MLFLOW_SSO_KEY_URL": "https://keys.example.test"}, ["MLFLOW_SSO_KEY_URL", "tests only"]),
     ({**GOOD_ENV, "MLFLOW_SSO_ADMIN_GROUP_CLAIM": "groups"}, ["MLFLOW_SSO_ADMIN_GROUP"]),
-], ids=["bad-arn", "key-url-not-loopback", "group-claim-alone"])
+    # single sign-on runs only in the fast path's app (its create_app installs it for FastAPI's routes);
+    # a database server without an artifacts destination: were this not checked, that would be the line
+    ({**GOOD_ENV, **NO_DESTINATION, "MLFLOW_AUTH_FASTPATH": "false"},
+     ["MLFLOW_AUTH_FASTPATH=false", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION", "single sign-on"]),
+    ({**GOOD_ENV, **NO_DESTINATION, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "true"},
+     ["MLFLOW_AUTH_FASTPATH", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION=true", "single sign-on"]),
+], ids=["bad-arn", "key-url-not-loopback", "group-claim-alone", "without-fast-path", "with-job-runner"])
 def test_the_entrypoint_refuses_bad_sso_settings_in_one_line(env, words):
     result = run_entrypoint({"MLFLOW_PORT": str(free_port()), "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD, **env},
                             timeout=60)
@@ -234,6 +77,9 @@ def sso_server(db, keys, artifacts: Path):
     """The entrypoint with single sign-on on, on fresh databases of `db` prepared by the admin step."""
     name, auth_name, user = unique("sso"), unique("ssoa"), unique("ssou")[:30]
     prepare_databases(db, user, DB_PASSWORD, name, auth_name)
+    if db.engine == "mysql":  # the test peer's collation is utf8mb4_bin; MySQL's and MariaDB's defaults
+        # (utf8mb4_0900_ai_ci, utf8mb4_general_ci) ignore case: user names as a default database compares them
+        db.execute(f"ALTER TABLE `{auth_name}`.users CONVERT TO CHARACTER SET utf8mb4 COLLATE utf8mb4_general_ci")
     env = {**database_env(db, user, DB_PASSWORD, name, auth_name), "MLFLOW_ARTIFACTS_DESTINATION": str(artifacts),
            "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY, "MLFLOW_AUTH_ADMIN_PASSWORD": ADMIN_PASSWORD,
            "MLFLOW_AUTH_DEFAULT_PERMISSION": "READ",
@@ -351,6 +197,37 @@ def test_the_basic_auth_admin_is_not_reachable_through_sso(maria, keys):
     assert admin_lookup(maria, ADMIN).json()["user"]["is_admin"] is True  # not demoted
 
 
+def test_a_claim_naming_an_existing_user_in_other_letters_is_403(maria, keys):
+    """MariaDB's default collation ignores case: get_user('ADMIN') finds the row 'admin'. The claim
+    must not reach (nor demote) the basic-auth admin, nor take over another person's user."""
+    for name in (ADMIN.upper(), ADMIN.capitalize()):
+        token = keys.token(keys.kid, {"email": name, "groups": []}, signer=SIGNER, issuer=ISSUER)
+        r = get(maria, "/ajax-api/2.0/mlflow/users/current", headers={HEADER: token})
+        assert r.status_code == 403, (name, r.status_code, r.text)
+    assert admin_lookup(maria, ADMIN).json()["user"]["is_admin"] is True  # not demoted
+    email, h = person(keys, f"Case-{uuid.uuid4().hex[:8]}@example.test")
+    assert get(maria, "/ajax-api/2.0/mlflow/users/current", headers=h).status_code == 200
+    other = person(keys, email.lower(), claims={GROUP_CLAIM: [GROUP]})[1]  # and an admin by the group
+    r = get(maria, "/ajax-api/2.0/mlflow/users/current", headers=other)
+    assert r.status_code == 403, (r.status_code, r.text)
+    assert admin_lookup(maria, email).json()["user"]["is_admin"] is False
+
+
+def test_the_header_with_an_authorization_header_is_401(maria, keys):
+    """MLflow's job handlers (mlflow/server/handlers.py, the job runner) take a job's user from the
+    Authorization header, whatever the authorization function decided: a signed-in person must not
+    name another user there. On Flask's routes and FastAPI's own (MLflow's bridge) alike."""
+    h = person(keys)[1]
+    for password in ("x", ADMIN_PASSWORD):
+        basic = "Basic " + base64.b64encode(f"{ADMIN}:{password}".encode()).decode()
+        for path in ("/ajax-api/2.0/mlflow/users/current", "/api/2.0/mlflow/experiments/search?max_results=1",
+                     "/ajax-api/2.0/mlflow-artifacts/artifacts/0/r/artifacts/none.txt", "/gateway/mlflow/v1/models"):
+            r = get(maria, path, headers={**h, "Authorization": basic})
+            assert r.status_code == 401, (path, r.status_code, r.text[:300])
+            assert "Authorization" in r.text, (path, r.text[:300])
+    assert get(maria, "/ajax-api/2.0/mlflow/users/current", headers=h).status_code == 200
+
+
 def is_admin_now(srv, h) -> bool:
     me = get(srv, "/ajax-api/2.0/mlflow/users/current", headers=h)
     assert me.status_code == 200, me.text
@@ -445,3 +322,4 @@ def test_the_gateways_own_credential_header_still_works(maria):
     assert r.status_code == 200, (r.status_code, r.text[:300])
     wrong = base64.b64encode(f"{ADMIN}:wrong-password-123".encode()).decode()
     assert get(maria, "/gateway/mlflow/v1/models", headers={"X-MLflow-Authorization": f"Basic {wrong}"}).status_code == 401
+

@@ -15,6 +15,9 @@ AlbJwtVerifier) checks iss and exp in the payload as well, so tokens here carry 
         keys.url                              # MLFLOW_SSO_KEY_URL
         keys.requests                         # paths requested so far (cache checks)
         keys.slow_kid                         # a kid whose answer comes only after `slow_seconds`
+
+Key ids are UUIDs (12345678-1234-1234-1234-123456789012 in AWS's examples; AWS's verifier accepts
+only that form), so the server's own kid check passes them.
 """
 
 from __future__ import annotations
@@ -61,7 +64,7 @@ class AlbKeyEndpoint:
     def __init__(self, slow_seconds: float = 8.0) -> None:
         self.keys: dict[str, ec.EllipticCurvePrivateKey] = {}
         self.requests: list[str] = []
-        self.slow_kid = f"slow-{uuid.uuid4()}"
+        self.slow_kid = str(uuid.uuid4())  # key ids are UUIDs, as the load balancer's (aws-jwt-verify's alb-cache.ts)
         self.slow_seconds = slow_seconds
         self._stop = threading.Event()
         outer = self

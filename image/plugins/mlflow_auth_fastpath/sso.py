@@ -15,25 +15,32 @@ payload holds the claims of the identity provider's user info endpoint. Checked 
 
 1. the JWT header's ``signer`` is this stack's load balancer (MLFLOW_SSO_SIGNER_ARN), ``alg`` ES256;
 2. the ES256 signature verifies against the public key the load balancer's region publishes for
-   the header's ``kid`` (https://public-keys.auth.elb.REGION.amazonaws.com/KID, a PEM), fetched with
-   a short timeout and kept per kid in a bounded cache. An unknown kid (403/404) is 401; an endpoint
-   that cannot be reached is 503, never a pass and never a hang;
+   the header's ``kid`` (a UUID; https://public-keys.auth.elb.REGION.amazonaws.com/KID, a PEM),
+   fetched with a short timeout and kept per kid in a bounded cache (sso_keys.py). An unknown kid
+   (403/404) is 401 and remembered for a minute; an endpoint that cannot be reached is 503, never a
+   pass and never a hang;
 3. the token has not expired: ``exp`` of the JWT header (where AWS's guide shows it) and of the
    payload (where AWS's own verifier, aws-jwt-verify's AlbJwtVerifier, checks it), each one present
    must be in the future, and at least one must be present;
 4. ``iss``, likewise in header and payload, equals MLFLOW_SSO_ISSUER (the identity provider's issuer,
    e.g. https://cognito-idp.REGION.amazonaws.com/POOL_ID: aws-jwt-verify's test against a real
    load balancer with Cognito expects exactly that);
-5. the claim MLFLOW_SSO_USER_CLAIM (default ``email``) is a non-empty string: the MLflow user.
+5. the claim MLFLOW_SSO_USER_CLAIM (default ``email``) is a non-empty string: the MLflow user;
+   with ``email``, a payload's ``email_verified``, when present, must be true (``true`` or Cognito's
+   string ``"true"``); absent, the email is taken (Entra ID's user info does not send it).
 
 Anything else is refused (401), with no fallback to basic auth: the load balancer forwards
 programmatic paths (/api/...) without its login, so a client can send this header itself there.
+A request carrying both the header and ``Authorization`` is refused too (401): MLflow's job
+handlers take a job's user from ``Authorization`` whatever the authorization function decided.
 
 The user is created on first sight (MLflow's auth store ``create_user``, with a random password
 nobody is told: the person can use basic auth only after an admin sets a password), with no grants
 of its own, so MLflow's ``default_permission`` applies. Its admin flag follows MLFLOW_SSO_ADMIN_USERS
-or the group claim on every request, both ways (``update_user`` only when it differs). The
-basic-auth admin user (MLFLOW_AUTH_ADMIN_USERNAME) is never reachable through single sign-on.
+(compared case-insensitively) or the group claim on every request, both ways (``update_user`` only
+when it differs). The basic-auth admin user (MLFLOW_AUTH_ADMIN_USERNAME, in any letter case) is
+never reachable through single sign-on, and a name the database matches to a user spelled otherwise
+(MySQL's default collation ignores case) is 403: the user found must be exactly the claim's.
 
 Requests without the header get exactly the basic auth of the running app: the module
 ``mlflow.server.auth``'s ``authenticate_request_basic_auth``, resolved at call time (the auth fast
@@ -56,35 +63,20 @@ import re
 import secrets
 import threading
 import time
-import urllib.error
-import urllib.request
-from collections import OrderedDict
 from pathlib import Path
+
+from mlflow_auth_fastpath.sso_keys import KeyCache, Refused  # noqa: F401 (Refused: part of this module's API)
 
 FUNCTION = "mlflow_auth_fastpath.sso:authenticate_request"
 HEADER = "x-amzn-oidc-data"
-KEY_FETCH_TIMEOUT = 3.0  # seconds per connection step of one key fetch
-KEY_FETCH_SLOTS = 4  # key fetches in flight at once in a worker (kids are few; forged ones are not)
-KEY_CACHE_SIZE = 32  # kids kept per worker (a key never changes for its kid)
-KEY_MAX_BYTES = 16 * 1024  # a P-256 public key in PEM is ~180 bytes
 LEEWAY_SECONDS = 5  # clock difference tolerated on exp/nbf/iat
 USERNAME_MAX = 255  # MLflow's users.username column
-_KID = re.compile(r"[A-Za-z0-9._-]{1,128}")
 _VERDICT = "_mlflow_sso_verdict"  # attribute of one request object: its answer
 _SETTINGS_FILE = Path(__file__).resolve().parents[2] / "sso_settings.py"  # image/sso_settings.py (/app in the image)
 
 _log = logging.getLogger("mlflow.server.auth.sso")  # under MLflow's configured "mlflow" logger
 _state_lock = threading.Lock()
 _state: tuple | None = None  # (settings, KeyCache)
-
-
-class Refused(Exception):
-    """The header is not accepted: `status` (401, 403, 503) and a reason safe to show."""
-
-    def __init__(self, status: int, reason: str) -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
 
 
 # --------------------------------------------------------------------------------------------
@@ -128,83 +120,6 @@ def _configured():
     return _state
 
 
-def _parse_public_key(pem: bytes):
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-
-    key = serialization.load_pem_public_key(pem)
-    if not isinstance(key, ec.EllipticCurvePublicKey) or not isinstance(key.curve, ec.SECP256R1):
-        raise ValueError("not an EC P-256 public key")
-    return key
-
-
-class KeyCache:
-    """The load balancer's public keys by kid: fetched once (one fetch per kid at a time), kept in
-    a bounded LRU. get() raises Refused: 401 for a kid the endpoint does not know, 503 when the
-    endpoint cannot be reached or answers nonsense."""
-
-    def __init__(self, base_url: str, timeout: float = KEY_FETCH_TIMEOUT, size: int = KEY_CACHE_SIZE) -> None:
-        self.base_url = base_url.rstrip("/")
-        self.timeout = timeout
-        self.size = size
-        self._keys: OrderedDict[str, object] = OrderedDict()
-        self._inflight: dict[str, threading.Event] = {}
-        self._lock = threading.Lock()
-        self._slots = threading.BoundedSemaphore(KEY_FETCH_SLOTS)
-
-    def get(self, kid: str):
-        while True:
-            with self._lock:
-                key = self._keys.get(kid)
-                if key is not None:
-                    self._keys.move_to_end(kid)
-                    return key
-                waiting = self._inflight.get(kid)
-                if waiting is None:
-                    done = self._inflight[kid] = threading.Event()
-                    break
-            # another thread fetches this kid: take its key, or (it failed) fetch again ourselves
-            if not waiting.wait(self.timeout * 3):
-                raise Refused(503, "the load balancer's key endpoint did not answer in time")
-        try:
-            key = self._fetch(kid)
-            with self._lock:
-                self._keys[kid] = key
-                while len(self._keys) > self.size:
-                    self._keys.popitem(last=False)
-            return key
-        finally:
-            with self._lock:
-                self._inflight.pop(kid, None)
-            done.set()
-
-    def _fetch(self, kid: str):
-        url = f"{self.base_url}/{kid}"
-        if not self._slots.acquire(timeout=self.timeout):
-            raise Refused(503, "too many key fetches in flight")
-        try:
-            try:
-                with urllib.request.urlopen(url, timeout=self.timeout) as r:  # noqa: S310 (https, or loopback in tests)
-                    body = r.read(KEY_MAX_BYTES + 1)
-            except urllib.error.HTTPError as e:
-                if e.code in (403, 404):  # the endpoint is an S3-style store: a missing object may be 403
-                    raise Refused(401, "the token's key id is not one of the load balancer's keys") from None
-                _log.warning("single sign-on: key endpoint %s answered %s", url, e.code)
-                raise Refused(503, f"the load balancer's key endpoint answered {e.code}") from None
-            except (OSError, ValueError) as e:  # URLError, timeouts, resets
-                _log.warning("single sign-on: key endpoint %s could not be reached: %s", url, e)
-                raise Refused(503, "the load balancer's key endpoint could not be reached") from None
-        finally:
-            self._slots.release()
-        try:
-            if len(body) > KEY_MAX_BYTES:
-                raise ValueError("too large")
-            return _parse_public_key(body)
-        except ValueError as e:
-            _log.warning("single sign-on: key endpoint %s did not answer a P-256 public key: %s", url, e)
-            raise Refused(503, "the load balancer's key endpoint did not answer a public key") from None
-
-
 # --------------------------------------------------------------------------------------------
 # the token
 # --------------------------------------------------------------------------------------------
@@ -232,10 +147,7 @@ def verify(token: str, settings, keys: KeyCache, now: float | None = None) -> di
         raise Refused(401, "x-amzn-oidc-data was not signed by this stack's load balancer")
     if header.get("alg") != "ES256":
         raise Refused(401, "x-amzn-oidc-data is not signed with ES256")
-    kid = header.get("kid")
-    if not isinstance(kid, str) or not _KID.fullmatch(kid):
-        raise Refused(401, "x-amzn-oidc-data has no valid key id")
-    key = keys.get(kid)
+    key = keys.get(header.get("kid"))  # a UUID (sso_keys.KID), else 401 without a fetch
     try:
         # exp/iss are checked below in both the header and the payload; PyJWT still refuses an
         # expired payload exp, a future nbf/iat, and any signature that does not verify
@@ -271,11 +183,15 @@ def username_of(claims: dict, settings) -> str:
         name = name.strip()
     if not isinstance(name, str) or not name or len(name) > USERNAME_MAX or re.search(r"[\x00-\x1f\x7f]", name):
         raise Refused(401, f"x-amzn-oidc-data has no usable {settings.user_claim!r} claim")
+    if settings.user_claim == "email" and "email_verified" in claims:
+        verified = claims["email_verified"]  # Cognito sends the string "true" (aws-load-balancer-controller #1715)
+        if verified is not True and verified != "true":
+            raise Refused(401, "x-amzn-oidc-data's email is not verified (email_verified)")
     return name
 
 
 def is_admin(name: str, claims: dict, settings) -> bool:
-    if name in settings.admin_users:
+    if name.casefold() in {u.casefold() for u in settings.admin_users}:
         return True
     if not settings.admin_group_claim:
         return False
@@ -301,7 +217,8 @@ def _forget_user_memo(name: str) -> None:
 
 
 def provision(auth, name: str, admin: bool) -> None:
-    """Create the user on first sight; set its admin flag when it differs from `admin`."""
+    """Create the user on first sight; set its admin flag when it differs from `admin`. Refused(403)
+    for a user the database finds under another spelling, and never a write to the basic-auth admin."""
     from mlflow.exceptions import MlflowException
     from mlflow.protos.databricks_pb2 import RESOURCE_ALREADY_EXISTS, RESOURCE_DOES_NOT_EXIST, ErrorCode
 
@@ -322,6 +239,8 @@ def provision(auth, name: str, admin: bool) -> None:
             if e2.error_code != ErrorCode.Name(RESOURCE_ALREADY_EXISTS):
                 raise
             user = store.get_user(name)  # another worker or task created it a moment ago
+    if user.username != name or _is_bootstrap_admin(auth, user.username):
+        raise Refused(403, "the user claim names an existing MLflow user spelled otherwise")
     if bool(user.is_admin) != admin:
         store.update_user(name, is_admin=admin)
         _forget_user_memo(name)
@@ -329,6 +248,10 @@ def provision(auth, name: str, admin: bool) -> None:
         if invalidate is not None:
             invalidate(name)
         _log.info("single sign-on: %s admin rights of MLflow user %r", "granted" if admin else "revoked", name)
+
+
+def _is_bootstrap_admin(auth, name: str) -> bool:
+    return name.casefold() == auth.auth_config.admin_username.casefold()
 
 
 def _refusal(refused: Refused):
@@ -350,7 +273,7 @@ def _sso(auth, token: str):
         settings, keys = _configured()
         claims = verify(token, settings, keys)
         name = username_of(claims, settings)
-        if name == auth.auth_config.admin_username:
+        if _is_bootstrap_admin(auth, name):
             raise Refused(403, "the basic-auth admin user cannot log in through single sign-on")
         provision(auth, name, is_admin(name, claims, settings))
     except Refused as r:
@@ -366,6 +289,9 @@ def authenticate_request():
     token = flask.request.headers.get(HEADER)
     if token is None:
         return auth.authenticate_request_basic_auth()  # the running app's (the fast path's, once installed)
+    if flask.request.headers.get("Authorization") is not None:
+        # MLflow's job handlers read the job's user from Authorization, not from this function's answer
+        return _refusal(Refused(401, "a request with x-amzn-oidc-data must not carry an Authorization header"))
     # MLflow authenticates a request several times (before-request check, admin check, validators,
     # after-request grants): decide once per request object (not flask.g: an app context pushed
     # around several requests keeps g across them, and the admin flag must be re-read per request)
