@@ -191,7 +191,10 @@ def username_of(claims: dict, settings) -> str:
 
 
 def is_admin(name: str, claims: dict, settings) -> bool:
-    if name.casefold() in {u.casefold() for u in settings.admin_users}:
+    # letter case is ignored for ASCII names only: casefold() also maps other characters onto ASCII
+    # ('\u017f' long s -> 's', the Kelvin sign -> 'k'), which would let a chosen name match an admin's
+    if name in settings.admin_users or (name.isascii() and name.lower() in
+                                        {u.lower() for u in settings.admin_users if u.isascii()}):
         return True
     if not settings.admin_group_claim:
         return False
@@ -251,7 +254,8 @@ def provision(auth, name: str, admin: bool) -> None:
 
 
 def _is_bootstrap_admin(auth, name: str) -> bool:
-    return name.casefold() == auth.auth_config.admin_username.casefold()
+    # wide matching here only refuses more (never grants): casefold is fine
+    return name.casefold() == (auth.auth_config.admin_username or "").casefold()
 
 
 def _refusal(refused: Refused):
