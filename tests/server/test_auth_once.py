@@ -20,14 +20,10 @@ then a wrong password: the second is refused.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 
-from tests.server.conftest import ADMIN, ADMIN_PASSWORD, SECRET_KEY
-from tests.support.server import ENTRYPOINT, PYTHON
+from tests.server.conftest import ADMIN, ADMIN_PASSWORD
+from tests.support.auth_in_process import run_in_process
 
 _IN_PROCESS = textwrap.dedent("""
     import asyncio, base64, json, sys, time
@@ -127,25 +123,7 @@ _IN_PROCESS = textwrap.dedent("""
 def _run(tmp_path, ttl: int) -> dict:
     work = tmp_path / f"ttl{ttl}"
     work.mkdir()
-    ini = work / "basic_auth.ini"
-    ini.write_text(textwrap.dedent(f"""
-        [mlflow]
-        default_permission = READ
-        database_uri = sqlite:///{work}/auth.db
-        admin_username = {ADMIN}
-        admin_password = {ADMIN_PASSWORD}
-        authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-        auth_cache_ttl_seconds = {ttl}
-    """))
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(work),
-           "PYTHONPATH": str(ENTRYPOINT.parent / "plugins"), "MLFLOW_AUTH_CONFIG_PATH": str(ini),
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY, "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{work}/mlflow.db",
-           "_MLFLOW_SERVER_ARTIFACT_ROOT": str(work / "artifacts"), "_MLFLOW_SGI_NAME": "uvicorn"}
-    p = subprocess.run([PYTHON or sys.executable, "-c", _IN_PROCESS, ADMIN, ADMIN_PASSWORD], env=env, cwd=work,
-                       capture_output=True, text=True, timeout=300)
-    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
-    assert p.returncode == 0 and line, p.stdout[-3000:] + p.stderr[-3000:]
-    return json.loads(line[len("RESULT "):])
+    return run_in_process(_IN_PROCESS, work, ttl, ADMIN, ADMIN_PASSWORD, extra_env={"_MLFLOW_SGI_NAME": "uvicorn"})
 
 
 EXPECTED_STATUS = {"create experiment": 200, "create run": 200, "log_metric": 200, "get experiment": 200,

@@ -15,18 +15,15 @@ on one database per engine; changes go through one, requests through the other.
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 import textwrap
 import uuid
 
 import requests
 
-from tests.server.conftest import ADMIN, ADMIN_PASSWORD, SECRET_KEY
+from tests.server.conftest import ADMIN, ADMIN_PASSWORD
+from tests.support.auth_in_process import run_in_process
 from tests.support.auth_pair import shared_env
-from tests.support.server import ENTRYPOINT, PYTHON, Server
+from tests.support.server import ENTRYPOINT, Server
 
 API = "/api/2.0/mlflow"
 ADMIN_AUTH = (ADMIN, ADMIN_PASSWORD)
@@ -141,32 +138,6 @@ def test_a_demoted_admin_is_refused_at_once_on_the_other_task(stack):
 # ---------------------------------------------------------------------------------------------
 # In one server process (a subprocess: MLflow's auth module reads its configuration at import),
 # MLflow's basic-auth app through Flask's test client.
-def run_in_process(script: str, work, cache_ttl: int, *args: str) -> dict:
-    """``script`` in a Python process of its own (MLflow's auth module reads its configuration at
-    import) in the directory ``work``: MLflow's basic-auth configuration there (SQLite stores,
-    ``auth_cache_ttl_seconds`` = ``cache_ttl``), the fast path importable; what it printed after
-    ``RESULT ``, as JSON."""
-    ini = work / "basic_auth.ini"
-    ini.write_text(textwrap.dedent(f"""
-        [mlflow]
-        default_permission = READ
-        database_uri = sqlite:///{work}/auth.db
-        admin_username = {ADMIN}
-        admin_password = {ADMIN_PASSWORD}
-        authorization_function = mlflow.server.auth:authenticate_request_basic_auth
-        auth_cache_ttl_seconds = {cache_ttl}
-    """))
-    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(work),
-           "PYTHONPATH": str(ENTRYPOINT.parent / "plugins"), "MLFLOW_AUTH_CONFIG_PATH": str(ini),
-           "MLFLOW_FLASK_SERVER_SECRET_KEY": SECRET_KEY, "_MLFLOW_SERVER_FILE_STORE": f"sqlite:///{work}/mlflow.db",
-           "_MLFLOW_SERVER_ARTIFACT_ROOT": str(work / "artifacts")}
-    p = subprocess.run([PYTHON or sys.executable, "-c", script, *args], env=env, cwd=work, capture_output=True,
-                       text=True, timeout=300)
-    line = next((x for x in p.stdout.splitlines() if x.startswith("RESULT ")), None)
-    assert p.returncode == 0 and line, p.stdout[-3000:] + p.stderr[-3000:]
-    return json.loads(line[len("RESULT "):])
-
-
 # MLflow's basic-auth app with the fast path installed, counting werkzeug's check_password_hash
 # (what SqlAlchemyStore.authenticate_user calls) and the reads of the user's row
 # (SqlAlchemyStore._get_user, under authenticate_user and get_user alike).
