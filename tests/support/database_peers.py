@@ -35,8 +35,18 @@ class _Database(_Peer):
                     raise
                 time.sleep(0.2)
 
-    def execute(self, *statements: str) -> None:  # pragma: no cover - abstract
+    def _connect(self):  # pragma: no cover - abstract
+        """A DB-API connection as the server's superuser, autocommit on."""
         raise NotImplementedError
+
+    def execute(self, *statements: str) -> None:
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                for statement in statements:
+                    cur.execute(statement)
+        finally:
+            conn.close()
 
 
 class MariaDB(_Database):
@@ -93,15 +103,6 @@ class MariaDB(_Database):
         import pymysql
 
         return pymysql.connect(unix_socket=str(self.socket), user="root", password="", autocommit=True)
-
-    def execute(self, *statements: str) -> None:
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                for statement in statements:
-                    cur.execute(statement)
-        finally:
-            conn.close()
 
     def create_database(self, name: str) -> None:
         self.execute(f"CREATE DATABASE IF NOT EXISTS `{name}`")
@@ -203,15 +204,6 @@ class PostgreSQL(_Database):
         conn = psycopg2.connect(host=str(self.root), port=self.port, user="postgres", dbname="postgres")
         conn.autocommit = True
         return conn
-
-    def execute(self, *statements: str) -> None:
-        conn = self._connect()
-        try:
-            with conn.cursor() as cur:
-                for statement in statements:
-                    cur.execute(statement)
-        finally:
-            conn.close()
 
     def create_database(self, name: str) -> None:
         conn = self._connect()
