@@ -27,14 +27,20 @@ class S3Server(_Peer):
     Started with INITIAL_NO_AUTH_ACTION_COUNT; an admin user allowed everything is made in that
     unauthenticated window, then enforcement starts at once (checked: the test key is refused).
     `admin` holds the admin's key (`client()` uses it); every authorization lands in `audit_log`.
+
+    `complete_like_s3=True`: CompleteMultipartUpload answered as S3 does (200 at once, a space every
+    `keepalive_s` s while moto assembles the object, then the result or the error inside the 200;
+    tests/support/s3_like.py); `complete_delay_s` makes that assembly slower. Combines with enforce_iam.
     """
 
     name = "s3"
     BOOTSTRAP_REQUESTS = 100  # moto's unauthenticated window, closed by _ready() as soon as the admin exists
 
-    def __init__(self, root=None, enforce_iam: bool = False) -> None:
+    def __init__(self, root=None, enforce_iam: bool = False, complete_like_s3: bool = False,
+                 keepalive_s: float = 5.0, complete_delay_s: float = 0.0) -> None:
         super().__init__(root)
         self.enforce_iam = enforce_iam
+        self.complete_like_s3, self.keepalive_s, self.complete_delay_s = complete_like_s3, keepalive_s, complete_delay_s
         self.admin = dict(S3_TEST_CREDENTIALS)
         self.audit_log = self.root / "iam-audit.jsonl"
 
@@ -46,6 +52,10 @@ class S3Server(_Peer):
             argv = [sys.executable, str(Path(__file__).with_name("moto_iam.py"))]
             extra = {"INITIAL_NO_AUTH_ACTION_COUNT": str(self.BOOTSTRAP_REQUESTS),
                      "MOTO_IAM_AUDIT_LOG": str(self.audit_log)}
+        if self.complete_like_s3:
+            argv = [sys.executable, str(Path(__file__).with_name("s3_like.py"))]
+            extra.update(S3_LIKE_KEEPALIVE_S=str(self.keepalive_s), S3_LIKE_COMPLETE_DELAY_S=str(self.complete_delay_s),
+                         S3_LIKE_IAM="1" if self.enforce_iam else "0")
         log = open(self.log_path, "ab")
         return subprocess.Popen(
             [*argv, "-H", LOOPBACK, "-p", str(self.port)],
