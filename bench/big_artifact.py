@@ -4,12 +4,14 @@ forced onto the proxy, and the MLflow client's default path, with the spool's pe
     .venv/bin/python -m bench.big_artifact --mib 600       # bench/big-artifact.json + .md (~3 min here)
     .venv/bin/python -m bench.big_artifact                 # 5 GiB: against real S3-like speeds only
 
-Against moto on a loaded 2-vCPU machine 5 GiB and 2 GiB do not complete (docs/performance.md,
-"Large artifacts and the spool"): moto takes longer than botocore's 60 s read timeout to assemble a
-5 GiB object (CompleteMultipartUpload; botocore's retry fails, the server answers 500, the client
-sends the file again), and it serves a 2 GiB object into the server's spool slower than the MLflow
-client's 120 s request timeout (MLFLOW_HTTP_REQUEST_TIMEOUT) allows a proxied download to wait for
-its first byte.
+moto's S3 server runs with `S3Server(complete_like_s3=True)` (tests/support/s3_like.py): it answers
+CompleteMultipartUpload as Amazon S3 does (S3 API Reference, CompleteMultipartUpload: a 200 at once,
+white space while the object is assembled, then the result or the error). Plain moto sends nothing
+until the object is assembled, and a 5 GiB object took it longer than botocore's 60 s read timeout
+(botocore's retry failed, the server answered 500, the client sent the file again; docs/performance.md,
+"Large artifacts and the spool"). What the stand-in does not change: on a loaded 2-vCPU machine moto
+served a 2 GiB object into the server's spool slower than the MLflow client's 120 s request timeout
+(MLFLOW_HTTP_REQUEST_TIMEOUT) allows a proxied download to wait for its first byte.
 
 Starts one MariaDB and one moto S3 server on 127.0.0.1 and the project's entrypoint (auth on,
 defaults, the spool in the server's temporary dir on this machine's disk: "a spool large enough").
@@ -55,7 +57,7 @@ def big_artifact_round_trip(mib: int = 5 * 1024, cpus: str = "0-1", tmp: Path | 
     tmp = Path(tempfile.mkdtemp(prefix="mlflow-bench-big-", dir=tmp))
     out: dict = {"artifact_mib": mib, "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
     try:
-        with MariaDB(max_connections=200) as db, S3Server() as s3:
+        with MariaDB(max_connections=200) as db, S3Server(complete_like_s3=True) as s3:
             s3.create_bucket(BUCKET)
             name, auth_name = "bench_big", "bench_big_auth"
             for d in (name, auth_name):
@@ -106,7 +108,8 @@ def render(res: dict) -> str:
         f"# Large artifact round trip ({res['artifact_mib']:,} MiB), {res['date']}",
         "",
         "`python -m bench.big_artifact` (bench/big_artifact.py): the project's entrypoint (auth on, defaults), "
-        "moto S3, MariaDB, all on 127.0.0.1; spool peak = most bytes in the server's TMPDIR during the round trip.",
+        "moto S3 (CompleteMultipartUpload answered as S3 does, tests/support/s3_like.py), MariaDB, all on 127.0.0.1; "
+        "spool peak = most bytes in the server's TMPDIR during the round trip.",
         "",
         "| Path | upload MiB/s | download MiB/s | spool peak, MiB | server RSS growth, MiB |",
         "|---|---|---|---|---|",
