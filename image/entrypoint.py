@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Entrypoint of the MLflow server image: configured by environment only (the README's container contract).
 
-    python3 entrypoint.py                # check the environment, prepare, exec `mlflow server`
+    python3 entrypoint.py                # check the environment, prepare, exec the server (uvicorn)
     python3 entrypoint.py --healthcheck  # exit 0 iff GET http://127.0.0.1:$MLFLOW_PORT/health is 200
     python3 entrypoint.py --write-schema-heads  # image build: record MLflow's schema head revisions
     python3 entrypoint.py admin          # the database admin step, with the master credentials (admin_step.py):
@@ -28,16 +28,17 @@ no secret is ever printed or put on a command line):
     changes no schema, the admin step does both as the master (admin_step.py, db_schema.py).
     SQLite: this process creates or upgrades its own schemas under a file lock (db_schema.py);
  5. render the basic-auth ini (0600) under the spool dir (embedded mode: the state dir) and exec
-    `mlflow server` with --app-name basic-auth-fastpath (MLflow's basic-auth app with cheaper
-    permission lookups, plugins/mlflow_auth_fastpath; MLFLOW_AUTH_FASTPATH=false runs
-    `basic-auth` itself), the artifact proxy, uvicorn with uvloop + httptools and a keep-alive
-    longer than the load balancer's idle timeout.
+    uvicorn on the app of `mlflow server --app-name basic-auth-fastpath` (MLflow's basic-auth app
+    with cheaper permission lookups, plugins/mlflow_auth_fastpath), with the command and
+    environment `mlflow server` would give it (direct_launch.py; `mlflow server` itself for what
+    that does not mirror, e.g. MLFLOW_AUTH_FASTPATH=false, which runs `basic-auth`), the artifact
+    proxy, uvloop + httptools and a keep-alive longer than the load balancer's idle timeout.
 
 The steps live in the modules beside this file: env_settings.py (the settings, Fatal, the
 redaction of secrets), state_files.py (writable dirs, 0600 files), db_checks.py (the database and
 schema checks; db_wait.py, db_tls.py, db_schema.py below them), bucket_check.py (the S3 check) and
 server_launch.py (the port check, uvicorn options, pool settings, the auth ini, `mlflow server`'s
-argv and environment). This module is the command line, and the module that admin_step.py and
+argv and environment) and direct_launch.py (the same start as uvicorn's argv and environment). This module is the command line, and the module that admin_step.py and
 gc_step.py are handed (`ep`): every name they and the tests use is importable from here.
 """
 
@@ -54,6 +55,7 @@ if str(Path(__file__).resolve().parent) not in sys.path:  # loaded by path (test
     sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 # the entrypoint's modules (image/*.py); the names admin_step.py, gc_step.py and the tests use from `ep`
+import direct_launch  # noqa: E402,F401
 from bucket_check import CONNECT_TIMEOUT, check_bucket  # noqa: E402,F401
 from db_checks import (  # noqa: E402,F401
     HEADS_FILE, _engine, admin_exists, local_schemas, probe, require_database, require_schema_heads)

@@ -1,5 +1,7 @@
-"""What the entrypoint hands to `mlflow server`: `prepare()` runs every step up to the exec (the
-entrypoint's docstring lists them) and returns the argv and the environment of the server process.
+"""What the entrypoint hands to the server: `prepare()` runs every step up to the exec (the
+entrypoint's docstring lists them) and returns the argv and the environment of the server process:
+uvicorn on the fast path's app, started as `mlflow server` would start it (direct_launch.py), or
+`mlflow server` itself for what direct_launch.py does not mirror.
 
 Here: the listen-port check (a taken port is one line, not uvicorn's "Address already in use" and
 exit 0), the uvicorn options (uvloop + httptools, a keep-alive longer than the load balancer's idle
@@ -18,6 +20,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import direct_launch
 from bucket_check import check_bucket
 from db_checks import _engine, admin_exists, local_schemas, require_database, require_schema_heads
 from env_settings import PREFIX, Fatal, Settings, env_int, info, secret
@@ -118,7 +121,8 @@ def sso_settings_of(env):
 
 
 def prepare(env: dict) -> tuple[list[str], dict]:
-    """Everything up to the exec: returns (argv, environment) of `mlflow server`."""
+    """Everything up to the exec: returns (argv, environment) of the server: uvicorn on the fast path's
+    app as `mlflow server` would start it (direct_launch.py), or `mlflow server` itself."""
     import warnings
 
     warnings.simplefilter("ignore")  # keep library warnings out of the one-line error contract
@@ -259,7 +263,7 @@ def prepare(env: dict) -> tuple[list[str], dict]:
         argv += ["--serve-artifacts", "--artifacts-destination", destination]
     else:
         argv += ["--no-serve-artifacts", "--default-artifact-root", destination]
-    info(f"starting mlflow server on {s.host}:{s.port}: {s.workers} workers, keep-alive {s.lb_idle + 5} s "
+    info(f"starting the MLflow server on {s.host}:{s.port}: {s.workers} workers, keep-alive {s.lb_idle + 5} s "
          f"(load balancer idle timeout {s.lb_idle} s), artifacts {'proxied to' if s.serve_artifacts else 'at'} "
          f"{destination}, auth on ({app}; default permission {s.default_permission}, credential cache "
          f"{cache_note(app, cache_ttl)}), "
@@ -268,7 +272,12 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     if sso:
         info(sso.describe())
     check_port(s.host, s.port)  # again: the database wait may have taken minutes
-    return argv, child
+    reason = direct_launch.cli_reason(argv, child)
+    if reason:  # what direct_launch does not mirror: MLflow's own command starts it
+        info(f"started through `mlflow server` ({reason})")
+        return argv, child
+    direct_launch.check_no_rollups(_engine(db["url"]))  # what `mlflow server` checks before it starts uvicorn
+    return direct_launch.command(argv, child)
 
 
 def cache_note(app: str, ttl: int) -> str:

@@ -172,7 +172,7 @@ def test_mlflow_engines_verify_against_the_bundle(tls_db, pki, tmp_path):
 
 
 def server_process_env(srv: Server) -> dict[str, str]:
-    """The environment of the `mlflow server` process the entrypoint exec'd into."""
+    """The environment of the server process the entrypoint exec'd into (uvicorn: image/direct_launch.py)."""
     environ = Path(f"/proc/{srv.proc.pid}/environ").read_bytes().decode(errors="replace")
     return dict(item.split("=", 1) for item in environ.split("\0") if "=" in item)
 

@@ -1,4 +1,5 @@
-"""What the entrypoint hands to `mlflow server`: argv, secrets, uvicorn options, the auth ini."""
+"""What the entrypoint hands to the server (uvicorn, as `mlflow server` would start it): argv, secrets,
+uvicorn options, the auth ini."""
 
 from __future__ import annotations
 
@@ -11,19 +12,20 @@ from tests.support.server import ENTRYPOINT, load_entrypoint
 
 def test_processes_argv_has_no_secret_and_the_uvicorn_options(stack):
     cmdlines = stack.a.cmdlines()
-    assert len(cmdlines) >= 4, cmdlines  # mlflow server, uvicorn supervisor, 2 workers
+    assert len(cmdlines) >= 3, cmdlines  # uvicorn supervisor (the exec'd entrypoint), 2 workers
     text = "\n".join(" ".join(argv) for argv in cmdlines.values())
     for s in (DB_PASSWORD, quote(DB_PASSWORD, safe=""), ADMIN_PASSWORD, SECRET_KEY):
         assert s not in text
-    assert not any("--default-artifact-root" in a for a in cmdlines.values())
-    (server,) = [a for a in cmdlines.values() if a[1:4] == ["-m", "mlflow", "server"]]
-    assert server[4:6] == ["--app-name", "basic-auth-fastpath"]
-    assert server[server.index("--artifacts-destination") + 1] == f"s3://{stack.bucket}/artifacts"
-    assert "--serve-artifacts" in server and server[server.index("--workers") + 1] == "2"
-    (uvicorn,) = [a for a in cmdlines.values() if a[1:3] == ["-m", "uvicorn"]]
+    # uvicorn started as `mlflow server --app-name basic-auth-fastpath` would start it (direct_launch.py)
+    assert not [a for a in cmdlines.values() if a[1:4] == ["-m", "mlflow", "server"]], cmdlines
+    uvicorn = cmdlines[stack.a.proc.pid]
+    assert uvicorn[1:3] == ["-m", "uvicorn"] and uvicorn[-2:] == ["--factory", "mlflow_auth_fastpath:create_app"]
     joined = " ".join(uvicorn)
     for opt in ("--loop uvloop", "--http httptools", "--timeout-keep-alive 65", "--workers 2"):
         assert opt in joined, joined
+    env = dict(kv.split("=", 1) for kv in open(f"/proc/{stack.a.proc.pid}/environ").read().split("\0") if "=" in kv)
+    assert env["_MLFLOW_SERVER_ARTIFACT_DESTINATION"] == f"s3://{stack.bucket}/artifacts"
+    assert (env["_MLFLOW_SERVER_SERVE_ARTIFACTS"], env["_MLFLOW_SERVER_ARTIFACT_ROOT"]) == ("true", "mlflow-artifacts:/")
 
 
 def test_server_environment(stack):
