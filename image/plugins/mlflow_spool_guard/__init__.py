@@ -13,9 +13,12 @@ points it at ``MLFLOW_SPOOL_DIR``, the Fargate task's ephemeral storage):
   503, 504) with exponential backoff, sending the whole file again each time.
 * ``GET`` of the same path (``download_artifact``) and the Flask ``get-artifact`` routes
   (``handlers.py``, ``_send_artifact``) download the whole object into the spool before the first
-  byte goes out. ``ArtifactRepository.download_artifacts`` turns the ``OSError`` into an
-  ``MlflowException`` ("The following failures occurred while downloading ... [Errno 28] No
-  space left on device"): a JSON 500, also retried.
+  byte goes out. In this image ``mlflow_stream_download`` streams that ``GET`` of an S3 object
+  straight from S3 instead (no spool); it still spools where it hands over to MLflow's own route
+  (GetObject failed) and on the ``get-artifact`` routes. There,
+  ``ArtifactRepository.download_artifacts`` turns the ``OSError`` into an ``MlflowException``
+  ("The following failures occurred while downloading ... [Errno 28] No space left on device"):
+  a JSON 500, also retried.
 
 The temporary directory is removed on the way out in both cases (its ``with`` block or the
 handler's ``except``), and nothing reaches S3 before the spooled upload is complete, so a failed
