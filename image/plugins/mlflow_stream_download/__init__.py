@@ -53,10 +53,12 @@ Not changed: the Flask routes (``handlers.py``, ``_download_artifact``, reached 
 gunicorn/waitress, which the image does not use; ``get-artifact`` and
 ``model-versions/get-artifact`` via ``_send_artifact``, which the web UI uses to preview a run's
 artifact and to download one when presigned downloads are off) still spool; so do the logged
-model routes. An error reading S3 after the first byte (S3 closes a connection idle for long, a
-client that stops reading for longer than botocore's 60 s read timeout) cuts the response
-short: the client sees fewer bytes than ``Content-Length`` and fails, as it would with a broken
-connection.
+model routes. S3 is read at the client's pace, so a client that stalls for long stalls the S3
+connection too (S3 may then close it); an error reading S3 after the first byte (that, a broken
+connection, botocore's 60 s read timeout while S3 sends nothing) cuts the response short: the
+client sees fewer bytes than ``Content-Length`` and fails, as it would on a broken connection.
+Each download in flight holds one connection of the boto3 client (10 pooled by default; more
+are opened and discarded, not waited for).
 
 Where it hooks in: ``mlflow_patch_hook`` on ``mlflow.server.artifact_router`` (no other plugin
 patches that module). It is installed like ``mlflow_spool_guard``: the ``*.dist-info`` beside
