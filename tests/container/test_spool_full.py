@@ -3,8 +3,8 @@ ENOSPC when it fills up), as the task's ephemeral storage fills up on Fargate.
 
 MLflow 3.17.2 stages a proxied upload whole in the server's TMPDIR (mlflow/server/artifact_router.py,
 `upload_artifact`: S3 is no StreamUploadMixin, so the body goes to a TemporaryDirectory and only
-the complete file is uploaded) and a proxied download whole before its first byte
-(`download_artifact`). A full spool used to be `500 Internal Server Error` (text/plain) with a
+the complete file is uploaded) and a download through the Flask `get-artifact` route whole before its
+first byte (the REST download route streams from S3: image/plugins/mlflow_stream_download). A full spool used to be `500 Internal Server Error` (text/plain) with a
 traceback in the log, and the MLflow client retries a 500 (mlflow/utils/request_utils.py,
 _TRANSIENT_FAILURE_RESPONSE_CODES), re-sending the whole file each time. The image's spool guard
 (image/plugins/mlflow_spool_guard) answers 507 Insufficient Storage (RFC 4918 section 11.5; not
@@ -241,12 +241,28 @@ def test_the_mlflow_client_gets_the_507_at_once_instead_of_retrying(tight, run_p
     assert spooled(tight) == [] and not [k for k in keys(tight) if k.endswith("/model.bin")]
 
 
-def test_a_proxied_download_larger_than_the_spool_is_a_507(tight, run_path):
-    """The proxy fetches the whole object into the spool before the first byte goes out; one larger
-    than the spool (put straight into the bucket) is a 507, and nothing stays in the spool."""
+def test_a_proxied_download_larger_than_the_spool_streams_past_it(tight, run_path):
+    """The REST download route (what the MLflow client uses on the proxy) streams an S3 object to the
+    client (image/plugins/mlflow_stream_download): one larger than the whole spool arrives whole and
+    the spool stays empty."""
     key = f"artifacts/{run_path}/huge.bin"
-    tight.s3.client().put_object(Bucket=tight.bucket, Key=key, Body=os.urandom(BIG))
+    body = os.urandom(BIG)
+    tight.s3.client().put_object(Bucket=tight.bucket, Key=key, Body=body)
     r = requests.get(artifact_url(tight, run_path, "huge.bin"), auth=("admin", tight.admin_password), timeout=300)
+    assert r.status_code == 200 and r.headers["content-length"] == str(BIG), r.text[:300]
+    assert r.content == body
+    assert spooled(tight) == []
+
+
+def test_a_spooled_download_larger_than_the_spool_is_a_507(tight, run_path):
+    """The Flask `get-artifact` route (the web UI's preview) still fetches the whole object into the
+    spool before the first byte (MLflow's handlers.py `get_artifact_handler`); one larger than the spool
+    (put straight into the bucket) is a 507, and nothing stays in the spool."""
+    key = f"artifacts/{run_path}/huge2.bin"
+    tight.s3.client().put_object(Bucket=tight.bucket, Key=key, Body=os.urandom(BIG))
+    run_id = run_path.split("/")[1]
+    r = requests.get(f"{tight.url}/get-artifact", params={"path": "huge2.bin", "run_uuid": run_id},
+                     auth=("admin", tight.admin_password), timeout=300)
     assert_spool_full_answer(r, "download")
     assert spooled(tight) == []
     small = requests.get(artifact_url(tight, run_path, "after.txt"), auth=("admin", tight.admin_password), timeout=60)
