@@ -32,14 +32,20 @@ from env_settings import Fatal, env_bool
 SWITCH = "MLFLOW_DIRECT_LAUNCH"  # true by default; false: always through `mlflow server`
 
 # Variables (the CLI's option envvars and what it reads itself) that make `mlflow server` do more than
-# this module mirrors: when one is set (non-empty and not false), `mlflow server` starts the server.
-CLI_ONLY = (
-    "MLFLOW_READ_REPLICA_BACKEND_STORE_URI", "MLFLOW_DEFAULT_ARTIFACT_ROOT", "MLFLOW_ARTIFACTS_ONLY",
-    "MLFLOW_STATIC_PREFIX", "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE", "MLFLOW_GUNICORN_OPTS",
-    "MLFLOW_EXPOSE_PROMETHEUS", "MLFLOW_TRACE_ARCHIVAL_CONFIG", "MLFLOW_WORKSPACE_STORE_URI",
-    "MLFLOW_ENABLE_WORKSPACES", "MLFLOW_WORKSPACE", "MLFLOW_SQL_TRACE_ROLLUPS_ENABLED",
-    "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+# this module mirrors. A value option (a path, a prefix, options) counts when it is non-empty: MLflow
+# takes "false" literally there (MLFLOW_EXPOSE_PROMETHEUS=false is Prometheus in a directory named
+# "false"). A switch (click flag or MLflow boolean) counts unless empty, "false" or "0", which click
+# and MLflow both read as off; anything else is left for `mlflow server` to accept or refuse.
+CLI_ONLY_VALUES = (
+    "MLFLOW_READ_REPLICA_BACKEND_STORE_URI", "MLFLOW_DEFAULT_ARTIFACT_ROOT", "MLFLOW_STATIC_PREFIX",
+    "MLFLOW_GUNICORN_OPTS", "MLFLOW_EXPOSE_PROMETHEUS", "MLFLOW_TRACE_ARCHIVAL_CONFIG", "MLFLOW_WORKSPACE_STORE_URI",
+    "MLFLOW_WORKSPACE",
 )
+CLI_ONLY_SWITCHES = (
+    "MLFLOW_ARTIFACTS_ONLY", "MLFLOW_SERVER_DISABLE_SECURITY_MIDDLEWARE", "MLFLOW_ENABLE_WORKSPACES",
+    "MLFLOW_SQL_TRACE_ROLLUPS_ENABLED", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION",
+)
+CLI_ONLY = CLI_ONLY_VALUES + CLI_ONLY_SWITCHES
 # The option envvars the entrypoint sets or passes through, mirrored below.
 MIRRORED = (
     "MLFLOW_BACKEND_STORE_URI", "MLFLOW_REGISTRY_STORE_URI", "MLFLOW_SERVE_ARTIFACTS", "MLFLOW_ARTIFACTS_DESTINATION",
@@ -53,33 +59,54 @@ ARTIFACTS_DESTINATION_DEFAULT = "./mlartifacts"
 DEFAULT_ARTIFACTS_URI = "mlflow-artifacts:/"  # mlflow/store/tracking/__init__.py, for --serve-artifacts
 # mlflow/store/db/trace_rollups.py FAMILY_MODEL[...].__tablename__ for _BUILT_FAMILIES
 ROLLUP_TABLES = ("sql_trace_metric_daily_rollups", "sql_span_cost_daily_rollups", "sql_assessment_daily_rollups")
-FALSE = ("", "0", "false", "no", "off")
+# the tables the stores' _initialize_store_state checks with workspaces off (table, what, key column)
+WORKSPACE_SCOPED = (("experiments", "experiments", "experiment_id"), ("registered_models", "registered models", "name"),
+                    ("webhooks", "webhooks", "webhook_id"))
+DEFAULT_WORKSPACE = "default"  # mlflow/utils/workspace_utils.py DEFAULT_WORKSPACE_NAME
+OFF = ("", "0", "false")  # what both click (flags) and MLflow (_BooleanEnvironmentVariable) read as off
 
 
-def _options(argv: list[str]) -> dict[str, str | bool]:
-    """The `mlflow server` argv that server_launch.prepare() builds, as {option: value or True}."""
+# the `mlflow server` argv server_launch.prepare() builds: these options, each with a value
+VALUE_OPTIONS = ("--app-name", "--host", "--port", "--workers", "--artifacts-destination", "--default-artifact-root")
+
+
+def _options(argv: list[str]) -> dict[str, str | bool] | None:
+    """The `mlflow server` argv as {option: value, "serve": bool}; None for anything else."""
     if argv[1:4] != ["-m", "mlflow", "server"]:
-        raise ValueError(f"not an `mlflow server` command: {argv[:4]}")
+        return None
     opts: dict[str, str | bool] = {}
     rest = argv[4:]
     while rest:
         name = rest.pop(0)
         if name in ("--serve-artifacts", "--no-serve-artifacts"):
             opts["serve"] = name == "--serve-artifacts"
-        else:
+        elif name in VALUE_OPTIONS and rest:
             opts[name] = rest.pop(0)
+        else:
+            return None
     return opts
+
+
+def switch(env: dict) -> bool:
+    """MLFLOW_DIRECT_LAUNCH (a bad value is Fatal, one line): read before any wait."""
+    return env_bool(env, SWITCH, True)
 
 
 def cli_reason(argv: list[str], env: dict) -> str | None:
     """Why this start must go through `mlflow server` (None: it need not)."""
-    if not env_bool(env, SWITCH, True):
+    if not switch(env):
         return f"{SWITCH}=false"
-    app = _options(argv).get("--app-name")
+    opts = _options(argv)
+    if opts is None:
+        return f"an argv this module does not mirror: {argv[4:]}"
+    app = opts.get("--app-name")
     if app != "basic-auth-fastpath":
         return f"the `{app}` app is set up by `mlflow server`"
-    for name in CLI_ONLY:
-        if env.get(name, "").strip().lower() not in FALSE:
+    for name in CLI_ONLY_VALUES:
+        if env.get(name, "").strip():
+            return f"{name} is set"
+    for name in CLI_ONLY_SWITCHES:
+        if env.get(name, "").strip().lower() not in OFF:
             return f"{name} is set"
     if env.get("MLFLOW_DISABLE_TELEMETRY", "").strip().lower() not in ("true", "1"):
         return "MLflow telemetry is on (`mlflow server` records its start)"
@@ -144,19 +171,40 @@ def command(argv: list[str], env: dict) -> tuple[list[str], dict]:
     return uvicorn, out
 
 
-def check_no_rollups(engine) -> None:
-    """`mlflow server`'s validate_sql_trace_rollup_startup with rollups off (mlflow/tracing/
-    trace_rollup_service.py): rollup rows left by a server that had them on stop the start."""
+def check_store(engine) -> None:
+    """What `mlflow server` checks in the store before it starts uvicorn, in plain SQL (no MLflow import).
+
+    * validate_sql_trace_rollup_startup (mlflow/tracing/trace_rollup_service.py), rollups off:
+      rollup rows left by a server that had them on stop the start (Fatal).
+    * the stores' _initialize_store_state (mlflow/store/tracking/sqlalchemy_store.py and
+      model_registry/sqlalchemy_store.py), workspaces off: experiments, registered models or webhooks
+      in a workspace other than "default" stop the start with MLflow's message (Fatal); the workers
+      would otherwise answer every call with it, after /health had passed.
+    The same function also creates the default experiment (id 0) when it is missing (a new
+    database); the workers do that on their first store access, and MLflow's insert tolerates a
+    second worker doing it at the same time (IntegrityError caught: _create_default_experiment).
+    """
     import sqlalchemy as sa
 
     try:
         with engine.connect() as conn:
-            tables = set(sa.inspect(conn).get_table_names())
+            inspector = sa.inspect(conn)
+            tables = set(inspector.get_table_names())
             for table in ROLLUP_TABLES:
                 if table in tables and conn.execute(sa.text(f"SELECT 1 FROM {table} LIMIT 1")).first():
                     raise Fatal("SQL trace rollups cannot be disabled while materialized rollup rows exist "
                                 f"(table {table}): stop every MLflow server on this database and run "
                                 "`mlflow db delete-trace-rollups <database-url>`, or set "
                                 "MLFLOW_SQL_TRACE_ROLLUPS_ENABLED=true")
+            for table, what, key in WORKSPACE_SCOPED:
+                if table not in tables or "workspace" not in {c["name"] for c in inspector.get_columns(table)}:
+                    continue
+                row = conn.execute(sa.text(f"SELECT {key}, workspace FROM {table} WHERE workspace IS NOT NULL "
+                                           "AND workspace <> :default LIMIT 1"), {"default": DEFAULT_WORKSPACE}).first()
+                if row:
+                    raise Fatal(f"Cannot disable workspaces because {what} exist outside the default workspace "
+                                f"(for example, {key} {row[0]!r} in workspace {row[1]!r}): enable workspace support "
+                                "(MLFLOW_ENABLE_WORKSPACES=true) or move them back to the default workspace")
+        return None
     finally:
         engine.dispose()

@@ -128,6 +128,7 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     warnings.simplefilter("ignore")  # keep library warnings out of the one-line error contract
     s = Settings(env)
     pools = pool_settings(env)  # before any wait: a bad pool setting is one line at once
+    direct_launch.switch(env)  # the same for MLFLOW_DIRECT_LAUNCH
     sso = sso_settings_of(env)  # single sign-on (docs/sso.md): a bad MLFLOW_SSO_* value is one line at once
     if sso and (not s.fastpath or s.job_execution):  # auth_app() would pick MLflow's `basic-auth`
         raise Fatal("single sign-on (MLFLOW_SSO_SIGNER_ARN) needs the auth fast path, which "
@@ -276,7 +277,7 @@ def prepare(env: dict) -> tuple[list[str], dict]:
     if reason:  # what direct_launch does not mirror: MLflow's own command starts it
         info(f"started through `mlflow server` ({reason})")
         return argv, child
-    direct_launch.check_no_rollups(_engine(db["url"]))  # what `mlflow server` checks before it starts uvicorn
+    direct_launch.check_store(_engine(db["url"]))  # what `mlflow server` checks before it starts uvicorn
     return direct_launch.command(argv, child)
 
 
