@@ -140,22 +140,25 @@ def test_large_forced_proxy_download_streams_without_the_spool(servers, tmp_path
     assert seen["max"] < BIG // 4, f"the spool held {seen['max']} bytes of a {BIG}-byte download"
 
 
-def test_missing_artifact_is_answered_as_mlflow_does(servers):
+def test_missing_artifact_is_a_404_not_mlflows_retried_500(servers):
     """MLflow 3.17.2 answers a missing object on this route with a JSON 500 INTERNAL_ERROR (its
-    download_artifacts wraps S3's HeadObject 404), not a 404: kept as it is, byte for byte."""
+    download_artifacts wraps S3's HeadObject 404), which HTTP clients retry (the MLflow client's
+    _TRANSIENT_FAILURE_RESPONSE_CODES; its own download_artifacts lists the path first and fails
+    before asking); the plugin answers 404 RESOURCE_DOES_NOT_EXIST, on both paths, once S3 says
+    there is neither the key nor anything below it."""
     made, _, _ = servers
     answers = {}
     path = f"0/{uuid.uuid4().hex}/artifacts/missing.bin"
     for name, srv in made.items():
         for api in ("api", "ajax-api"):
             r = _get(srv, path, api=api)
-            headers = {k.lower(): v for k, v in r.headers.items() if k.lower() != "date"}
-            answers[name, api] = (r.status_code, r.text, headers)
-    for api in ("api", "ajax-api"):
-        assert answers["stream", api] == answers["mlflow", api], answers
-    status, text, _ = answers["mlflow", "api"]
+            answers[name, api] = (r.status_code, r.text)
+    status, text = answers["mlflow", "api"]
     assert (status, json.loads(text)["error_code"]) == (500, "INTERNAL_ERROR"), text
     assert "HeadObject operation: Not Found" in text, text
+    for api in ("api", "ajax-api"):
+        status, text = answers["stream", api]
+        assert (status, json.loads(text)["error_code"]) == (404, "RESOURCE_DOES_NOT_EXIST"), text
 
 
 def test_unsafe_path_is_answered_as_mlflow_does(servers):
@@ -165,7 +168,8 @@ def test_unsafe_path_is_answered_as_mlflow_does(servers):
     assert answers["stream"].text == answers["mlflow"].text
 
 
-def test_reader_without_permission_is_refused_and_s3_is_not_asked(servers):
+@pytest.mark.parametrize("api", ["api", "ajax-api"])
+def test_reader_without_permission_is_refused_and_s3_is_not_asked(servers, api):
     made, s3, bucket = servers
     answers = {}
     for name, srv in made.items():
@@ -177,12 +181,12 @@ def test_reader_without_permission_is_refused_and_s3_is_not_asked(servers):
         key = f"{exp}/{run}/artifacts/secret-{name}.txt"
         _put(s3, bucket, key, b"not for nobody\n")
         before = s3.log_path.read_text(errors="replace")
-        refused = _get(srv, key, auth=(user, pw))
+        refused = _get(srv, key, auth=(user, pw), api=api)
         s3_seen = s3.log_path.read_text(errors="replace")[len(before):]
         answers[name] = (refused.status_code, refused.text)
         assert f"secret-{name}.txt" not in s3_seen, s3_seen
         # the same path for the admin: 200, and moto's log shows that request (the check above can see one)
-        ok = _get(srv, key)
+        ok = _get(srv, key, api=api)
         assert ok.status_code == 200 and ok.content == b"not for nobody\n", ok.text
         assert f"secret-{name}.txt" in s3.log_path.read_text(errors="replace")[len(before):]
     assert answers["stream"][0] == 403, answers
@@ -263,3 +267,44 @@ def test_s3_body_is_read_off_the_event_loop_and_closed_when_the_client_goes_away
     assert chunks and chunks[0] == 1024 * 1024
     assert body.reads < 1000  # stopped reading S3 soon after the client left (the body is endless)
     assert loop_thread not in body.threads and body.threads  # every read in Starlette's threadpool
+
+
+def test_s3_reads_do_not_wait_for_the_request_threadpool():
+    """anyio's default limiter (40 threads) is what MLflow's Flask routes and sync endpoints run under;
+    with every one of its tokens taken (40 requests stuck), a download still reads S3: its reads
+    have their own limiter. Under the default limiter this stream would never start (bounded here)."""
+    import anyio
+    import anyio.to_thread
+
+    body = _EndlessBody()
+    response = _plugin().response_class()(body, {"Content-Type": "application/octet-stream",
+                                                  "Content-Length": str(10**12)})
+    chunks = []
+
+    async def main():
+        busy = anyio.to_thread.current_default_thread_limiter()
+        borrowers = [object() for _ in range(int(busy.total_tokens))]
+        for b in borrowers:
+            await busy.acquire_on_behalf_of(b)
+        got_two = asyncio.Event()
+
+        async def receive():
+            await got_two.wait()
+            return {"type": "http.disconnect"}
+
+        async def send(msg):
+            if msg["type"] == "http.response.body":
+                chunks.append(len(msg["body"]))
+                if len(chunks) >= 2:
+                    got_two.set()
+            await asyncio.sleep(0)
+
+        try:
+            await asyncio.wait_for(response({"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}},
+                                            receive, send), timeout=30)
+        finally:
+            for b in borrowers:
+                busy.release_on_behalf_of(b)
+
+    asyncio.run(main())
+    assert len(chunks) >= 2 and body.closed

@@ -18,9 +18,11 @@ API Reference, "GetObject"; boto3 ``S3.Client.get_object``, whose ``Body`` is a 
 ``StreamingBody``) through the repository's own boto3 client (``S3ArtifactRepository._get_s3_client``,
 the same endpoint, credentials, addressing style and ``ExpectedBucketOwner`` as MLflow's
 ``_download_file``) and sends the body on in chunks of ``ARTIFACT_STREAM_CHUNK_SIZE`` (1 MiB).
-The response is a Starlette ``StreamingResponse`` over a plain generator, which Starlette
-iterates with ``iterate_in_threadpool`` (``starlette/responses.py``): every blocking
-``StreamingBody.read`` runs in the threadpool, never on the event loop. S3 is read only as fast
+The response is a Starlette ``StreamingResponse`` over an async generator whose every blocking
+``StreamingBody.read`` runs in a worker thread (``anyio.to_thread.run_sync``), never on the event
+loop, under this module's own ``CapacityLimiter`` (``S3_READ_THREADS`` per worker): the reads do
+not take the tokens of anyio's default limiter (40 threads), which MLflow's Flask routes share, so
+stalled S3 reads cannot starve the REST API. S3 is read only as fast
 as the client takes the bytes (one chunk in flight), so nothing but the chunk in hand is held.
 The S3 body is closed when the response ends for any reason, the client's disconnect included
 (``__call__``'s ``finally``; Starlette cancels the stream on ``http.disconnect``, or turns the
@@ -46,8 +48,10 @@ Kept exactly as MLflow does it:
 * anything that is not a plain S3 object: a destination other than S3 (a local path streams from
   disk in MLflow's ``get_local_path`` branch), a path ending in ``/`` or empty, and any error
   opening the object (a missing key, which may be a "directory" prefix, AccessDenied, a
-  connection error) go to MLflow's own ``download_artifact``, so a missing artifact is answered
-  exactly as before (by MLflow, from its own S3 calls). Such a fallback spools as MLflow does.
+  connection error) go to MLflow's own ``download_artifact``. Such a fallback spools as MLflow does.
+  One answer differs on purpose: a key that does not exist, with nothing below it either (S3
+  GetObject's ``NoSuchKey``, then ListObjectsV2 of ``<key>/`` empty), is ``404
+  RESOURCE_DOES_NOT_EXIST``, where MLflow answers ``500 INTERNAL_ERROR``, which HTTP clients retry.
 
 Not changed: the Flask routes (``handlers.py``, ``_download_artifact``, reached only under
 gunicorn/waitress, which the image does not use; ``get-artifact`` and
@@ -70,9 +74,11 @@ environment leaves MLflow's route as it is (for comparisons; the entrypoint does
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import posixpath
+import weakref
 
 import mlflow_patch_hook  # beside this package (image/plugins): the import hook the plugins share
 
@@ -100,9 +106,54 @@ def _open_object(repo, artifact_path: str):
     return repo._get_s3_client().get_object(Bucket=bucket, Key=key, **repo._bucket_owner_params)
 
 
-def _chunks(body, size: int):
-    """A plain generator: Starlette runs each ``next`` in its threadpool."""
-    while chunk := body.read(size):
+def _no_such_key(error: Exception) -> bool:
+    """S3's answer for a key that does not exist (GetObject: 404 NoSuchKey, given s3:ListBucket)."""
+    return getattr(error, "response", {}).get("Error", {}).get("Code") in ("NoSuchKey", "404")
+
+
+def _nothing_below(repo, artifact_path: str) -> bool:
+    """No object under ``<key>/`` either: the path is neither an artifact nor a folder of them."""
+    bucket, root = repo.parse_s3_compliant_uri(repo.artifact_uri)
+    prefix = posixpath.join(root, artifact_path).rstrip("/") + "/"
+    listed = repo._get_s3_client().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1,
+                                                    **repo._bucket_owner_params)
+    return not listed.get("KeyCount")
+
+
+def _not_found(artifact_path: str):
+    """404 RESOURCE_DOES_NOT_EXIST in MLflow's error format. MLflow's own route answers a missing
+    object with a 500 INTERNAL_ERROR (its download wraps S3's 404), which HTTP clients take for a
+    server fault and retry (mlflow/utils/request_utils.py, _TRANSIENT_FAILURE_RESPONSE_CODES); a 404
+    is not retried. (MLflow's own client lists a path before it downloads it, so it fails on a
+    missing artifact before it asks this route.)"""
+    from fastapi.responses import JSONResponse
+
+    return JSONResponse({"error_code": "RESOURCE_DOES_NOT_EXIST",
+                         "message": f"No artifact at '{artifact_path}'"}, status_code=404)
+
+
+S3_READ_THREADS = 16  # per worker: S3 reads in flight at once, apart from the request threadpool
+_LIMITERS: "weakref.WeakKeyDictionary" = weakref.WeakKeyDictionary()
+
+
+def _limiter():
+    """This event loop's limiter for S3 reads: they run in worker threads, but never take the tokens
+    of anyio's default limiter (40), which MLflow's Flask routes and sync endpoints share; a stalled
+    S3 read (up to botocore's 60 s read timeout) cannot starve the REST API."""
+    import anyio
+
+    loop = asyncio.get_running_loop()
+    limiter = _LIMITERS.get(loop)
+    if limiter is None:
+        limiter = _LIMITERS[loop] = anyio.CapacityLimiter(S3_READ_THREADS)
+    return limiter
+
+
+async def _chunks(body, size: int):
+    """Each blocking ``read`` in a worker thread under this module's own limiter."""
+    import anyio.to_thread
+
+    while chunk := await anyio.to_thread.run_sync(body.read, size, limiter=_limiter()):
         yield chunk
 
 
@@ -156,19 +207,29 @@ def make_endpoint(module):
         except Exception:
             return await original(artifact_path)  # MLflow's own answer (and its own error)
         try:
-            obj = await anyio.to_thread.run_sync(_open_object, repo, path)
-        except Exception as e:  # missing key, "directory" prefix, AccessDenied, ...: MLflow answers
+            obj = await anyio.to_thread.run_sync(_open_object, repo, path, limiter=_limiter())
+        except Exception as e:  # missing key, "directory" prefix, AccessDenied, ...
+            if _no_such_key(e):
+                try:
+                    if await anyio.to_thread.run_sync(_nothing_below, repo, path, limiter=_limiter()):
+                        return _not_found(artifact_path)
+                except Exception:  # noqa: BLE001 - e.g. no s3:ListBucket: MLflow answers, as below
+                    pass
             _log.debug("GetObject %s failed (%s); MLflow's own download answers", path, e)
             return await original(artifact_path)
-        filename = posixpath.basename(path)
-        headers = {
-            "Content-Type": _guess_mime_type(filename),
-            "Content-Disposition": module._content_disposition(filename),
-            "X-Content-Type-Options": "nosniff",
-        }
-        if obj.get("ContentLength") is not None:
-            headers["Content-Length"] = str(obj["ContentLength"])
-        return S3ObjectResponse(obj["Body"], headers)
+        try:
+            filename = posixpath.basename(path)
+            headers = {
+                "Content-Type": _guess_mime_type(filename),
+                "Content-Disposition": module._content_disposition(filename),
+                "X-Content-Type-Options": "nosniff",
+            }
+            if obj.get("ContentLength") is not None:
+                headers["Content-Length"] = str(obj["ContentLength"])
+            return S3ObjectResponse(obj["Body"], headers)
+        except BaseException:  # the response never started: its finally will not close the body
+            obj["Body"].close()
+            raise
 
     download_artifact.__doc__ = original.__doc__
     download_artifact.__wrapped_mlflow__ = original
