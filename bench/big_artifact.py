@@ -9,9 +9,10 @@ CompleteMultipartUpload as Amazon S3 does (S3 API Reference, CompleteMultipartUp
 white space while the object is assembled, then the result or the error). Plain moto sends nothing
 until the object is assembled, and a 5 GiB object took it longer than botocore's 60 s read timeout
 (botocore's retry failed, the server answered 500, the client sent the file again; docs/performance.md,
-"Large artifacts and the spool"). What the stand-in does not change: on a loaded 2-vCPU machine moto
-served a 2 GiB object into the server's spool slower than the MLflow client's 120 s request timeout
-(MLFLOW_HTTP_REQUEST_TIMEOUT) allows a proxied download to wait for its first byte.
+"Large artifacts and the spool"). Proxied downloads stream from S3 (image/plugins/
+mlflow_stream_download): before that, the server read the whole object into the spool before the
+first byte, and on a loaded 2-vCPU machine moto served a 2 GiB object slower than the MLflow client's
+120 s request timeout (MLFLOW_HTTP_REQUEST_TIMEOUT) allows a download to wait for that byte.
 
 Starts one MariaDB and one moto S3 server on 127.0.0.1 and the project's entrypoint (auth on,
 defaults, the spool in the server's temporary dir on this machine's disk: "a spool large enough").
@@ -19,7 +20,8 @@ One file of random bytes is uploaded with `MlflowClient().log_artifact` and read
 `download_artifacts` (bench/workload.py, mlflow_client), twice:
 
 * forced proxy: `MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD=false`, `..._DOWNLOAD=false`: one `PUT`
-  and one `GET` of `/api/2.0/mlflow-artifacts/artifacts/...`, both staged whole in the spool;
+  of `/api/2.0/mlflow-artifacts/artifacts/...`, staged whole in the spool, and one `GET` of it,
+  streamed from S3;
 * the client's default (nothing set): it asks `/api/3.0/mlflow/server-info`, which advertises
   multipart for S3, so a file of 500 MiB or more goes to S3 through presigned part URLs and every
   download reads a presigned URL (tests/server/test_artifact_paths.py shows the requests).
@@ -47,7 +49,8 @@ from tests.support.peers import MariaDB, S3Server
 BENCH = Path(__file__).resolve().parent
 BUCKET = "mlflow-bench-big"
 DB_PASSWORD = "bench-db-pa55word"
-LABELS = {"forced": "MLflow client forced onto the proxy (`MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD/DOWNLOAD=false`)",
+LABELS = {"forced": "MLflow client forced onto the proxy (`MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD/DOWNLOAD=false`: "
+                    "upload spooled whole, download streamed from S3)",
           "default": "MLflow client, default path (≥ 500 MiB: presigned S3 multipart upload; every download: "
                      "presigned S3 URL)"}
 

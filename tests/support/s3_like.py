@@ -43,7 +43,7 @@ import time
 from urllib.parse import parse_qs
 from xml.sax.saxutils import escape
 
-GRACE_S = 0.25  # moto's answer within this is passed through unchanged
+GRACE_S = 0.25  # moto's answer within this is passed through unchanged (S3_LIKE_GRACE_S)
 DECLARATION = b'<?xml version="1.0" encoding="UTF-8"?>\n'
 
 
@@ -66,8 +66,8 @@ def _document(status: str, body: bytes) -> bytes:
 class CompleteLikeS3:
     """WSGI middleware in front of moto's app (see the module docstring)."""
 
-    def __init__(self, app, keepalive_s: float = 5.0, delay_s: float = 0.0) -> None:
-        self.app, self.keepalive_s, self.delay_s = app, keepalive_s, delay_s
+    def __init__(self, app, keepalive_s: float = 5.0, delay_s: float = 0.0, grace_s: float = GRACE_S) -> None:
+        self.app, self.keepalive_s, self.delay_s, self.grace_s = app, keepalive_s, delay_s, grace_s
 
     def __call__(self, environ, start_response):
         if not is_complete_multipart_upload(environ):
@@ -75,7 +75,7 @@ class CompleteLikeS3:
         answer: dict = {}
         done = threading.Event()
         threading.Thread(target=self._ask_moto, args=(environ, answer, done), daemon=True).start()
-        if done.wait(GRACE_S) or self.keepalive_s <= 0:
+        if done.wait(self.grace_s) or self.keepalive_s <= 0:
             done.wait()
             start_response(answer["status"], answer["headers"])
             return [answer["body"]]
@@ -121,9 +121,10 @@ def main(argv: list[str]) -> None:
         moto_iam.install()
     keepalive_s = float(os.environ.get("S3_LIKE_KEEPALIVE_S", "5"))
     delay_s = float(os.environ.get("S3_LIKE_COMPLETE_DELAY_S", "0"))
+    grace_s = float(os.environ.get("S3_LIKE_GRACE_S", str(GRACE_S)))
     run_simple = server.run_simple
     server.run_simple = lambda host, port, app, **kw: run_simple(
-        host, port, CompleteLikeS3(app, keepalive_s, delay_s), **kw)
+        host, port, CompleteLikeS3(app, keepalive_s, delay_s, grace_s), **kw)
     server.main(argv)
 
 

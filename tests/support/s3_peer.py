@@ -37,10 +37,11 @@ class S3Server(_Peer):
     BOOTSTRAP_REQUESTS = 100  # moto's unauthenticated window, closed by _ready() as soon as the admin exists
 
     def __init__(self, root=None, enforce_iam: bool = False, complete_like_s3: bool = False,
-                 keepalive_s: float = 5.0, complete_delay_s: float = 0.0) -> None:
+                 keepalive_s: float = 5.0, complete_delay_s: float = 0.0, grace_s: float = 0.25) -> None:
         super().__init__(root)
         self.enforce_iam = enforce_iam
         self.complete_like_s3, self.keepalive_s, self.complete_delay_s = complete_like_s3, keepalive_s, complete_delay_s
+        self.grace_s = grace_s  # an answer within this keeps its own status (s3_like.py)
         self.admin = dict(S3_TEST_CREDENTIALS)
         self.audit_log = self.root / "iam-audit.jsonl"
 
@@ -55,6 +56,7 @@ class S3Server(_Peer):
         if self.complete_like_s3:
             argv = [sys.executable, str(Path(__file__).with_name("s3_like.py"))]
             extra.update(S3_LIKE_KEEPALIVE_S=str(self.keepalive_s), S3_LIKE_COMPLETE_DELAY_S=str(self.complete_delay_s),
+                         S3_LIKE_GRACE_S=str(self.grace_s),
                          S3_LIKE_IAM="1" if self.enforce_iam else "0")
         log = open(self.log_path, "ab")
         return subprocess.Popen(
