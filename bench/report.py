@@ -266,8 +266,10 @@ def render(r: dict) -> str:
               + (f", while the MLflow client's default download of the same object (a presigned URL read "
                  f"straight from S3 in 100 MiB ranged GETs) ran at "
                  f"{_f(pres, 0)} MiB/s" if pres else "")
-              + ". The proxy downloads from S3 with boto3 too, so the direct and the proxied download percentages "
-                "compare two paths bound by moto's ranged GETs, not the proxy's own limit.")
+              + ". Stock's proxy downloads from S3 with boto3's ranged download too (into its spool, before the "
+                "first byte), so its percentage compares two paths bound by moto's ranged GETs; the project's "
+                "proxy streams one GetObject straight to the client (image/plugins/mlflow_stream_download, no "
+                "spool), which is why it is many times the direct rate here.")
             w("")
         w("| Path | upload MiB/s (% of direct) | download MiB/s (% of direct) | server RSS growth up / down, MiB | "
           "spool peak up / down, MiB |")
