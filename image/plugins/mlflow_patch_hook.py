@@ -8,6 +8,10 @@ otherwise puts a finder first on ``sys.meta_path`` that, when the target is firs
 itself off the path, lets the normal finders find the module, and wraps its loader's
 ``exec_module`` so that the patch runs on the module as soon as its code has run. One finder per
 target: installing the same target again adds none.
+
+:class:`EntryPointHook` is the entry point itself: MLflow instantiates every
+``mlflow.default_experiment_provider`` while it loads its plugins, and the instance installs its
+plugin's patch; as a provider it is never in context, so MLflow asks the next provider.
 """
 
 from __future__ import annotations
@@ -47,3 +51,24 @@ def install(module_name: str, patch) -> None:
         patch(sys.modules[module_name])
     elif not any(isinstance(f, PatchAfterImport) and f.module_name == module_name for f in sys.meta_path):
         sys.meta_path.insert(0, PatchAfterImport(module_name, patch))
+
+
+class EntryPointHook:
+    """Base of the plugins' ``mlflow.default_experiment_provider`` entry points. A subclass names the
+    module it patches (``target``) and the patch (``patch``, a staticmethod); creating it installs
+    the patch (:func:`install`). It is never in context."""
+
+    target: str
+
+    @staticmethod
+    def patch(module) -> None:
+        raise NotImplementedError
+
+    def __init__(self) -> None:
+        install(self.target, type(self).patch)
+
+    def in_context(self) -> bool:
+        return False
+
+    def get_experiment_id(self):  # pragma: no cover - never called (never in context)
+        return None

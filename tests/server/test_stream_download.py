@@ -231,38 +231,48 @@ class _EndlessBody:
         self.closed = True
 
 
+async def _serve(response, spec: str, leave_after: int) -> list[int]:
+    """Run ``response`` as an ASGI server would for a client that leaves after ``leave_after`` body
+    chunks: ASGI 2.3, the server reports ``http.disconnect``; ASGI 2.4, a later send also raises
+    ``OSError`` (Starlette then raises ``ClientDisconnect``). Returns the chunk sizes sent."""
+    from starlette.requests import ClientDisconnect
+
+    chunks: list[int] = []
+    gone = asyncio.Event()
+
+    async def receive():
+        await gone.wait()
+        return {"type": "http.disconnect"}
+
+    async def send(msg):
+        if msg["type"] == "http.response.body":
+            if spec == "2.4" and gone.is_set():
+                raise OSError("client gone")
+            chunks.append(len(msg["body"]))
+            if len(chunks) >= leave_after:
+                gone.set()
+        await asyncio.sleep(0)
+
+    with contextlib.suppress(ClientDisconnect):
+        await response({"type": "http", "asgi": {"version": "3.0", "spec_version": spec}}, receive, send)
+    return chunks
+
+
+def _endless_response(body):
+    return _plugin().response_class()(body, {"Content-Type": "application/octet-stream",
+                                             "Content-Length": str(10**12)})
+
+
 @pytest.mark.parametrize("spec", ["2.3", "2.4"])
 def test_s3_body_is_read_off_the_event_loop_and_closed_when_the_client_goes_away(spec):
     """ASGI 2.3: the server reports ``http.disconnect`` (Starlette cancels the stream); ASGI 2.4: the
     send raises ``OSError`` (Starlette raises ``ClientDisconnect``). Either way the body is closed."""
-    from starlette.requests import ClientDisconnect
-
     body = _EndlessBody()
-    response = _plugin().response_class()(body, {"Content-Type": "application/octet-stream",
-                                                  "Content-Length": str(10**12)})
-    chunks = []
 
     async def main():
-        loop_thread = threading.get_ident()
-        first = asyncio.Event()
+        return threading.get_ident(), await _serve(_endless_response(body), spec, leave_after=1)
 
-        async def receive():
-            await first.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(msg):
-            if msg["type"] == "http.response.body":
-                chunks.append(len(msg["body"]))
-                if spec == "2.4" and len(chunks) > 1:
-                    raise OSError("client gone")
-                first.set()
-            await asyncio.sleep(0)
-
-        with contextlib.suppress(ClientDisconnect):
-            await response({"type": "http", "asgi": {"version": "3.0", "spec_version": spec}}, receive, send)
-        return loop_thread
-
-    loop_thread = asyncio.run(main())
+    loop_thread, chunks = asyncio.run(main())
     assert body.closed
     assert chunks and chunks[0] == 1024 * 1024
     assert body.reads < 1000  # stopped reading S3 soon after the client left (the body is endless)
@@ -277,34 +287,17 @@ def test_s3_reads_do_not_wait_for_the_request_threadpool():
     import anyio.to_thread
 
     body = _EndlessBody()
-    response = _plugin().response_class()(body, {"Content-Type": "application/octet-stream",
-                                                  "Content-Length": str(10**12)})
-    chunks = []
 
     async def main():
         busy = anyio.to_thread.current_default_thread_limiter()
         borrowers = [object() for _ in range(int(busy.total_tokens))]
         for b in borrowers:
             await busy.acquire_on_behalf_of(b)
-        got_two = asyncio.Event()
-
-        async def receive():
-            await got_two.wait()
-            return {"type": "http.disconnect"}
-
-        async def send(msg):
-            if msg["type"] == "http.response.body":
-                chunks.append(len(msg["body"]))
-                if len(chunks) >= 2:
-                    got_two.set()
-            await asyncio.sleep(0)
-
         try:
-            await asyncio.wait_for(response({"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"}},
-                                            receive, send), timeout=30)
+            return await asyncio.wait_for(_serve(_endless_response(body), "2.3", leave_after=2), timeout=30)
         finally:
             for b in borrowers:
                 busy.release_on_behalf_of(b)
 
-    asyncio.run(main())
+    chunks = asyncio.run(main())
     assert len(chunks) >= 2 and body.closed

@@ -277,15 +277,8 @@ def install() -> None:
     mlflow_patch_hook.install(TARGET, patch)
 
 
-class PoolHook:
-    """The ``mlflow.default_experiment_provider`` entry point: loading it installs the hook; as a
-    provider it is never in context (MLflow asks the next provider)."""
+class PoolHook(mlflow_patch_hook.EntryPointHook):
+    """The ``mlflow.default_experiment_provider`` entry point: loading it installs the hooked ``sqlalchemy``."""
 
-    def __init__(self) -> None:
-        install()
-
-    def in_context(self) -> bool:
-        return False
-
-    def get_experiment_id(self):  # pragma: no cover - never called (never in context)
-        return None
+    target = TARGET
+    patch = staticmethod(patch)

@@ -235,15 +235,8 @@ def install() -> None:
     mlflow_patch_hook.install(TARGET, patch)
 
 
-class GuardHook:
-    """The ``mlflow.default_experiment_provider`` entry point: loading it installs the guard; as a
-    provider it is never in context."""
+class GuardHook(mlflow_patch_hook.EntryPointHook):
+    """The ``mlflow.default_experiment_provider`` entry point: loading it installs the guard."""
 
-    def __init__(self) -> None:
-        install()
-
-    def in_context(self) -> bool:
-        return False
-
-    def get_experiment_id(self):  # pragma: no cover - never called (never in context)
-        return None
+    target = TARGET
+    patch = staticmethod(patch)

@@ -99,10 +99,15 @@ def installed(module) -> bool:
     return any(getattr(getattr(r, "endpoint", None), _MARK, False) for r in getattr(router, "routes", ()))
 
 
-def _open_object(repo, artifact_path: str):
-    """GetObject of the artifact's key, as the repository's ``_download_file`` names it."""
+def _bucket_key(repo, artifact_path: str) -> tuple[str, str]:
+    """The artifact's bucket and key, as the repository's ``_download_file`` names them."""
     bucket, root = repo.parse_s3_compliant_uri(repo.artifact_uri)
-    key = posixpath.join(root, artifact_path)
+    return bucket, posixpath.join(root, artifact_path)
+
+
+def _open_object(repo, artifact_path: str):
+    """GetObject of the artifact's key."""
+    bucket, key = _bucket_key(repo, artifact_path)
     return repo._get_s3_client().get_object(Bucket=bucket, Key=key, **repo._bucket_owner_params)
 
 
@@ -113,9 +118,8 @@ def _no_such_key(error: Exception) -> bool:
 
 def _nothing_below(repo, artifact_path: str) -> bool:
     """No object under ``<key>/`` either: the path is neither an artifact nor a folder of them."""
-    bucket, root = repo.parse_s3_compliant_uri(repo.artifact_uri)
-    prefix = posixpath.join(root, artifact_path).rstrip("/") + "/"
-    listed = repo._get_s3_client().list_objects_v2(Bucket=bucket, Prefix=prefix, MaxKeys=1,
+    bucket, key = _bucket_key(repo, artifact_path)
+    listed = repo._get_s3_client().list_objects_v2(Bucket=bucket, Prefix=key.rstrip("/") + "/", MaxKeys=1,
                                                     **repo._bucket_owner_params)
     return not listed.get("KeyCount")
 
@@ -262,15 +266,8 @@ def install() -> None:
     mlflow_patch_hook.install(TARGET, patch)
 
 
-class StreamHook:
-    """The ``mlflow.default_experiment_provider`` entry point: loading it installs the endpoint; as a
-    provider it is never in context."""
+class StreamHook(mlflow_patch_hook.EntryPointHook):
+    """The ``mlflow.default_experiment_provider`` entry point: loading it installs the streaming endpoint."""
 
-    def __init__(self) -> None:
-        install()
-
-    def in_context(self) -> bool:
-        return False
-
-    def get_experiment_id(self):  # pragma: no cover - never called (never in context)
-        return None
+    target = TARGET
+    patch = staticmethod(patch)
