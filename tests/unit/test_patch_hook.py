@@ -1,7 +1,8 @@
-"""image/plugins/mlflow_patch_hook.py: the import hook mlflow_db_pool and mlflow_spool_guard share,
-on throwaway modules (no MLflow): a target is patched once, right after its first import, or at
-once when it is already imported; two targets hooked in one process are both patched (the server
-processes load both plugins); hooking a target again adds no second finder. The finder protocol is
+"""image/plugins/mlflow_patch_hook.py: the import hook the image's plugins share (mlflow_db_pool,
+mlflow_spool_guard, mlflow_stream_download, mlflow_fast_json), on throwaway modules (no MLflow): a
+target is patched once, right after its first import, or at once when it is already imported; two
+targets hooked in one process are both patched (the server processes load every plugin); hooking a
+target again adds no second finder; the entry-point base installs its patch when MLflow creates it. The finder protocol is
 the Python documentation's (importlib, ``MetaPathFinder.find_spec``; "The import system", the meta path).
 """
 
@@ -83,10 +84,27 @@ def test_hooking_a_target_again_adds_no_second_finder(targets):
     assert importlib.import_module(name).patched == 1
 
 
-def test_both_plugins_are_installed_in_one_mlflow_process():
-    """`import mlflow` loads both entry points (the dist-infos beside them); each target is patched."""
-    code = ("import mlflow, mlflow.server.fastapi_app as f, mlflow.store.db.utils as u, mlflow_spool_guard as g, "
-            "mlflow_db_pool as p; assert g.installed(f), 'spool guard'; assert p.installed(u), 'db pool'; print('ok')")
+def test_an_entry_point_hook_installs_its_patch_when_created_and_is_never_in_context(targets):
+    """MLflow creates every ``mlflow.default_experiment_provider`` it loads and asks ``in_context()``."""
+    first, _ = targets
+    seen = []
+
+    class Hook(hook.EntryPointHook):
+        target = first
+        patch = staticmethod(seen.append)
+
+    provider = Hook()
+    assert provider.in_context() is False
+    module = importlib.import_module(first)
+    assert seen == [module]
+
+
+def test_every_plugin_is_installed_in_one_mlflow_process():
+    """`import mlflow` loads every entry point (the dist-infos beside them); each target is patched."""
+    code = ("import mlflow, mlflow.server.fastapi_app as f, mlflow.store.db.utils as u, mlflow.server.handlers as h, "
+            "mlflow_spool_guard as g, mlflow_db_pool as p, mlflow_stream_download as d, mlflow_fast_json as j; "
+            "assert g.installed(f), 'spool guard'; assert p.installed(u), 'db pool'; "
+            "assert d.installed(f), 'stream download'; assert j.installed(h), 'fast json'; print('ok')")
     p = subprocess.run([sys.executable, "-W", "ignore", "-c", code], env={"PYTHONPATH": str(PLUGINS), "PATH": "/usr/bin:/bin"},
                        capture_output=True, text=True, timeout=120)
     assert p.stdout.strip().endswith("ok"), p.stderr[-2000:]
