@@ -1,7 +1,7 @@
 """search_runs, project against stock, interleaved: one call each in turn, many rounds.
 
     .venv/bin/python -m bench.search_ab                      # stock, project; 40 rounds (~6 min here)
-    .venv/bin/python -m bench.search_ab --with stock-auth,fastpath-off --rounds 60
+    .venv/bin/python -m bench.search_ab --with fastjson-off,stock-auth --rounds 60
 
 Why a bench of its own: the full run (bench/run.py) measures each contender's search_runs p50 from
 10 calls made minutes apart from the other contender's, on a shared 2-vCPU machine. Four such
@@ -37,7 +37,7 @@ from pathlib import Path
 import requests
 
 from bench.proc import cpu_seconds, session_pids
-from bench.run import MAIN, VARIANTS, machine
+from bench.run import MAIN, VARIANTS, Spec, machine
 from bench.servers import ProjectServer, StockServer
 from bench.workload import SEARCHES, create_experiment, create_trainer, insert_runs
 from tests.support.peers import MariaDB, S3Server
@@ -46,7 +46,10 @@ BENCH = Path(__file__).resolve().parent
 BUCKET = "mlflow-bench-search"
 DB_PASSWORD = "bench-db-pa55word"
 N_RUNS = 10_000
-SPECS = {s.key: s for s in (*MAIN, *VARIANTS)}
+# the project with MLflow's own message_to_json: what image/plugins/mlflow_fast_json saves
+FAST_JSON_OFF = Spec("fastjson-off", "project, MLFLOW_FAST_JSON=false (MLflow's message_to_json)", "project",
+                     extra={"MLFLOW_FAST_JSON": "false"})
+SPECS = {s.key: s for s in (*MAIN, *VARIANTS, FAST_JSON_OFF)}
 
 
 def log(msg: str) -> None:
