@@ -72,7 +72,9 @@ class Contender:
             self.srv = StockServer(db.url("bench", DB_PASSWORD, name), f"s3://{BUCKET}/{name}", s3, self.spec.auth,
                                    cpus, self.spec.uvicorn, self.spec.extra)
         else:
-            self.srv = ProjectServer(db, "bench", DB_PASSWORD, name, auth_name, s3, BUCKET, name, cpus,
+            # an application user of its own (<user>_app, made by the admin step): the admin step of a
+            # second project contender re-grants a shared one to its own databases only
+            self.srv = ProjectServer(db, f"sab_{safe}"[:24], DB_PASSWORD, name, auth_name, s3, BUCKET, name, cpus,
                                      self.spec.extra)
         self.db = db
         self.session = requests.Session()
@@ -95,7 +97,9 @@ class Contender:
                               json={"experiment_ids": [self.experiment], **SEARCHES[search]})
         wall = time.perf_counter() - t0
         cpu1, db1 = cpu_seconds(session_pids(self.srv.sid)), cpu_seconds([db_pid])
-        r.raise_for_status()
+        if r.status_code != 200:
+            raise RuntimeError(f"{self.key}: {search}: HTTP {r.status_code}: {r.text[:500]}\n"
+                               f"server log:\n{self.srv.log_tail(60)}")
         runs = r.json().get("runs", [])
         return {"wall_ms": wall * 1000, "server_cpu_ms": (cpu1 - cpu0) * 1000, "db_cpu_ms": (db1 - db0) * 1000,
                 "bytes": len(r.content), "rows": len(runs), "ids": [x["info"]["run_id"] for x in runs]}
