@@ -237,6 +237,16 @@ def test_a_message_the_walk_cannot_finish_gets_mlflows_answer(functions, monkeyp
     assert calls == [{"pretty": True, "convert_int64_to_number": True}]
 
 
+def test_an_option_it_does_not_know_goes_to_mlflows_function(functions):
+    """A keyword a later MLflow's ``message_to_json`` may take is passed on, never refused."""
+    from mlflow.protos import service_pb2 as s
+
+    calls = []
+    fast = _plugin().make_message_to_json(lambda m, **kw: calls.append(kw) or "theirs")
+    assert fast(s.GetRun.Response(), new_option=1) == "theirs"
+    assert calls == [{"pretty": True, "convert_int64_to_number": True, "new_option": 1}]
+
+
 def _installed(env: dict[str, str], imports: str) -> str:
     code = f"import mlflow, {imports}, mlflow.server.handlers as h, mlflow_fast_json as j; print(j.installed(h))"
     p = subprocess.run([PYTHON, "-c", code], env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(PLUGINS), **env},
