@@ -60,6 +60,11 @@ class EntryPointHook:
 
     target: str
 
+    def __init_subclass__(cls, **kw) -> None:
+        super().__init_subclass__(**kw)
+        if not isinstance(getattr(cls, "target", None), str):  # MLflow would only warn, plugin off
+            raise TypeError(f"{cls.__name__}: an EntryPointHook names the module it patches in `target`")
+
     @staticmethod
     def patch(module) -> None:
         raise NotImplementedError

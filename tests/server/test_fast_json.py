@@ -151,10 +151,24 @@ def functions():
     return original, fast, message_factory
 
 
+def _spied(original):
+    """(the plugin's function over ``original``, the list of messages it handed to ``original``)."""
+    handed = []
+
+    def spy(message, **kw):
+        handed.append(message.DESCRIPTOR.full_name)
+        return original(message, **kw)
+
+    return _plugin().make_message_to_json(spy), handed
+
+
 def test_every_message_type_of_mlflows_protos_gives_mlflows_bytes(functions):
     """Random instances of every MLflow message type: the plugin's output equals MLflow's
-    ``message_to_json`` exactly, pretty and compact; int64 kept as strings when asked (MLflow's path)."""
-    original, fast, factory = functions
+    ``message_to_json`` exactly, pretty and compact; int64 kept as strings when asked (MLflow's path).
+    A type with a plan is written by the one walk itself, never handed to MLflow's function (which
+    would be correct but slow, and would hide a walk that always fails)."""
+    original, _, factory = functions
+    fast, handed = _spied(original)
     plugin = _plugin()
     types = _message_types()
     assert len(types) > 200, len(types)  # the walk found MLflow's protos
@@ -173,7 +187,10 @@ def test_every_message_type_of_mlflows_protos_gives_mlflows_bytes(functions):
                 with pytest.raises(type(e)):
                     fast(msg)
                 continue
+            handed.clear()
             assert fast(msg) == want, (desc.full_name, msg)
+            if plugin.plan_for(desc) is not None:
+                assert handed == [], f"{desc.full_name}: the one walk gave up on {msg}"
             assert fast(msg, pretty=False) == original(msg, pretty=False), desc.full_name
             assert fast(msg, convert_int64_to_number=False) == original(msg, convert_int64_to_number=False)
             checked += 1
@@ -186,11 +203,18 @@ def test_the_responses_the_server_sends_most_take_the_one_walk(functions):
     from mlflow.protos import model_registry_pb2 as mr
     from mlflow.protos import service_pb2 as s
 
-    plugin = _plugin()
+    original, _, _ = functions
+    fast, handed = _spied(original)
+    rnd = random.Random(14)
     for cls in (s.SearchRuns.Response, s.GetRun.Response, s.GetMetricHistory.Response,
                 s.SearchExperiments.Response, s.GetExperiment.Response, s.CreateRun.Response,
                 mr.SearchRegisteredModels.Response, mr.SearchModelVersions.Response):
-        assert plugin.plan_for(cls.DESCRIPTOR) is not None, cls.DESCRIPTOR.full_name
+        assert _plugin().plan_for(cls.DESCRIPTOR) is not None, cls.DESCRIPTOR.full_name
+        for _ in range(20):
+            msg = cls()
+            _fill(msg, rnd)
+            assert fast(msg) == original(msg)
+        assert handed == [], cls.DESCRIPTOR.full_name
 
 
 def test_types_json_format_writes_in_special_forms_go_to_mlflows_function(functions):
@@ -216,6 +240,45 @@ def test_types_json_format_writes_in_special_forms_go_to_mlflows_function(functi
     pool.Add(f)
     for name in ("Inner", "Outer", "Stamped"):
         assert plugin.plan_for(pool.FindMessageTypeByName(f"fastjson_test.{name}")) is None, name
+
+
+def _proto3_with_open_enum():
+    """A proto3 message type with an open enum field (json_format writes an unknown number as a number)."""
+    from google.protobuf import descriptor_pb2, descriptor_pool, message_factory
+
+    f = descriptor_pb2.FileDescriptorProto(name="fastjson_open.proto", package="fastjson_open", syntax="proto3")
+    enum = f.enum_type.add(name="Color")
+    enum.value.add(name="COLOR_UNSET", number=0)
+    enum.value.add(name="RED", number=1)
+    msg = f.message_type.add(name="Paint")
+    msg.field.add(name="color", number=1, type=descriptor_pb2.FieldDescriptorProto.TYPE_ENUM,
+                  type_name=".fastjson_open.Color", label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    msg.field.add(name="count", number=2, type=descriptor_pb2.FieldDescriptorProto.TYPE_INT64,
+                  label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL)
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(f)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("fastjson_open.Paint"))
+
+
+def test_values_only_mlflows_function_writes_right_go_to_it(functions):
+    """An open (proto3) enum holding a number without a name: json_format writes the number. A
+    proto2 string field parsed from bytes that are not UTF-8: upb returns ``bytes`` and json_format
+    writes ``str()`` of them. Both are MLflow's answer, through MLflow's function."""
+    from mlflow.protos import service_pb2 as s
+
+    original, _, _ = functions
+    fast, handed = _spied(original)
+    paint_cls = _proto3_with_open_enum()
+    paint = paint_cls(color=7, count=2**40)
+    got = fast(paint)
+    assert got == original(paint) and '"color": 7' in got
+    tag = s.RunTag()
+    tag.ParseFromString(b"\x0a\x02\xff\xfe\x12\x01v")  # key: 0xff 0xfe (not UTF-8), value: "v"
+    assert fast(tag) == original(tag)
+    assert len(handed) == 2  # both went to MLflow's function
+    named = paint_cls(color=1, count=3)
+    handed.clear()
+    assert fast(named) == original(named) and handed == []
 
 
 def test_a_message_the_walk_cannot_finish_gets_mlflows_answer(functions, monkeypatch):
@@ -284,6 +347,8 @@ def test_a_running_server_sends_the_bytes_mlflow_sends(pair):
     dataset inputs, a registered model with a version: the same request to both servers, the
     same status and body bytes."""
     fast, plain = pair
+    line = "REST responses: JSON built in one walk (mlflow_fast_json"
+    assert line in fast.output() and line not in plain.output()  # the plugin is on in one only
     auth = (ADMIN, ADMIN_PASSWORD)
     s = requests.Session()
     s.auth = auth

@@ -99,6 +99,13 @@ def test_an_entry_point_hook_installs_its_patch_when_created_and_is_never_in_con
     assert seen == [module]
 
 
+def test_an_entry_point_hook_without_a_target_is_refused_when_defined():
+    """MLflow's registry would only warn about the AttributeError at load, leaving the plugin off."""
+    with pytest.raises(TypeError, match="target"):
+        class NoTarget(hook.EntryPointHook):
+            patch = staticmethod(print)
+
+
 def test_every_plugin_is_installed_in_one_mlflow_process():
     """`import mlflow` loads every entry point (the dist-infos beside them); each target is patched."""
     code = ("import mlflow, mlflow.server.fastapi_app as f, mlflow.store.db.utils as u, mlflow.server.handlers as h, "

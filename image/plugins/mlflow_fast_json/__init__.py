@@ -20,13 +20,20 @@ dict, in the same key order (``ListFields`` order, as in 1), so ``json.dumps`` g
 tests/server/test_fast_json.py compares both on random instances of every message type of MLflow's
 protos and on a running server's responses.
 
-Only message trees made of those field kinds take the one walk. A message type that contains,
-at any depth, a map, a ``google.protobuf`` type (well-known types and wrappers, which
-``json_format`` writes in their own forms) or a bytes field goes to MLflow's ``message_to_json``,
-as does a call with ``convert_int64_to_number=False`` (or with an option this module does not
-know, which a later MLflow may add) and any message the walk cannot finish
-(an extension set on it, an enum number without a name): MLflow's function then gives its own
-output, or its own error.
+Only message trees made of those field kinds take the one walk. A message type that contains, at any
+depth, a map, a ``google.protobuf`` type (well-known types, wrappers and ``NullValue``, which
+``json_format`` writes in their own forms), a group or a bytes field goes to MLflow's
+``message_to_json``, as does a call with ``convert_int64_to_number=False`` (or with an option this
+module does not know, which a later MLflow may add) and any message the walk cannot finish (an
+extension set on it, an enum number without a name): MLflow's function then gives its own output, or
+its own error; so does anything else the walk or ``json.dumps`` of its dict raises (a string field
+holding bytes that are not UTF-8, which upb returns as ``bytes``).
+
+Not every response is faster: for a user who is not an admin, MLflow's basic-auth filters of
+``search_experiments``, ``search_registered_models``, ``search_model_versions`` and
+``search_logged_models`` (``mlflow/server/auth/__init__.py``) parse the response and write it again
+with their own binding of MLflow's function. ``get_run`` and the metric history are not filtered that
+way, and a ``search_runs`` page only when it holds run -> logged-model links (mlflow_auth_fastpath/search.py).
 
 Where it hooks in: ``mlflow_patch_hook`` on ``mlflow.server.handlers`` (no other plugin patches
 that module): right after it is imported, its global ``message_to_json``, which every handler's
@@ -40,6 +47,7 @@ environment leaves MLflow's function in place (for comparisons; the entrypoint d
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import threading
@@ -49,6 +57,7 @@ import mlflow_patch_hook  # beside this package (image/plugins): the import hook
 TARGET = "mlflow.server.handlers"
 ENABLE_ENV = "MLFLOW_FAST_JSON"
 _MARK = "_mlflow_fast_json"
+_log = logging.getLogger("mlflow.server.fast_json")  # under MLflow's configured "mlflow" logger
 
 # message type (descriptor) -> {field descriptor: (JSON name, converter or None, repeated)}, or None
 # when the type's tree holds something only json_format writes correctly
@@ -83,15 +92,19 @@ def _double(value: float):
     return value if special is None else special
 
 
-def _float(value: float):
-    from google.protobuf.internal import type_checkers
+def _float_converter():
+    from google.protobuf.internal.type_checkers import ToShortestFloat
 
-    special = _special(value)
-    return type_checkers.ToShortestFloat(value) if special is None else special
+    def convert(value: float):
+        special = _special(value)
+        return ToShortestFloat(value) if special is None else special
+
+    return convert
 
 
 def _enum(enum_type):
-    names = {v.number: v.name for v in enum_type.values}
+    # values_by_number, as json_format looks the name up (with aliases: the same name it finds)
+    names = {number: value.name for number, value in enum_type.values_by_number.items()}
 
     def name(value):
         return names[value]  # KeyError (a number without a name): MLflow's function decides
@@ -111,6 +124,8 @@ def _build(desc, plans: dict) -> None:
     plan = plans[desc] = {}
     for field in desc.fields:
         kind = field.cpp_type
+        if field.type == F.TYPE_GROUP:  # MLflow's int64 walk looks into TYPE_MESSAGE only
+            raise _Unsupported(f"{desc.full_name}.{field.name}: a group")
         if kind == F.CPPTYPE_MESSAGE:
             sub = field.message_type
             if sub.has_options and sub.GetOptions().map_entry:
@@ -120,11 +135,13 @@ def _build(desc, plans: dict) -> None:
             _build(sub, plans)
             convert = to_dict
         elif kind == F.CPPTYPE_ENUM:
+            if field.enum_type.full_name.startswith("google.protobuf."):  # NullValue is written as null
+                raise _Unsupported(field.enum_type.full_name)
             convert = _enum(field.enum_type)
         elif field.type == F.TYPE_BYTES:
             raise _Unsupported(f"{desc.full_name}.{field.name}: bytes")
         elif kind == F.CPPTYPE_FLOAT:
-            convert = _float
+            convert = _float_converter()
         elif kind == F.CPPTYPE_DOUBLE:
             convert = _double
         else:  # string, bool, 32- and 64-bit integers: as they are (int64 as numbers, as MLflow leaves them)
@@ -169,17 +186,14 @@ def make_message_to_json(original):
     """``message_to_json`` with MLflow's signature and output, falling back to ``original``."""
 
     def message_to_json(message, *, pretty: bool = True, convert_int64_to_number: bool = True, **other):
-        js = None
-        if convert_int64_to_number and not other and plan_for(message.DESCRIPTOR) is not None:
+        if convert_int64_to_number and not other:  # options a later MLflow may add: its function knows them
             try:
-                js = to_dict(message)
-            except (KeyError, TypeError, ValueError):
-                js = None
-        if js is None:  # includes options a later MLflow may add: its function knows them
-            return original(message, pretty=pretty, convert_int64_to_number=convert_int64_to_number, **other)
-        if pretty:
-            return json.dumps(js, indent=2)
-        return json.dumps(js, separators=(",", ":"))
+                if plan_for(message.DESCRIPTOR) is not None:
+                    js = to_dict(message)
+                    return json.dumps(js, indent=2) if pretty else json.dumps(js, separators=(",", ":"))
+            except Exception:  # noqa: BLE001 - anything the one walk cannot do: MLflow's answer, or its error
+                pass
+        return original(message, pretty=pretty, convert_int64_to_number=convert_int64_to_number, **other)
 
     message_to_json.__doc__ = original.__doc__
     message_to_json._mlflow_fast_json_original = original
@@ -188,10 +202,12 @@ def make_message_to_json(original):
 
 
 def patch(module) -> None:
-    """Replace ``module.message_to_json`` (``mlflow.server.handlers``; idempotent)."""
+    """Replace ``module.message_to_json`` (``mlflow.server.handlers``; idempotent); one log line."""
     if installed(module) or not enabled():
         return
     module.message_to_json = make_message_to_json(module.message_to_json)
+    _log.info("REST responses: JSON built in one walk (mlflow_fast_json; %s=false: MLflow's message_to_json)",
+              ENABLE_ENV)
 
 
 def install() -> None:
