@@ -138,3 +138,23 @@ def cpu_delta(a: dict, b: dict, calls: int) -> dict:
     return {"server_cpu_ms_per_call": 1000 * (b["server_cpu_s"] - a["server_cpu_s"]) / calls if calls else None,
             "server_cpu_s": b["server_cpu_s"] - a["server_cpu_s"],
             "machine_busy_pct": 100 * (b["busy"] - a["busy"]) / dt if dt else None}
+
+
+def cpu_calibration(reps: int = 5) -> float:
+    """Milliseconds (median of `reps`) of one fixed, single-threaded pure-Python workload: a yardstick
+    of how fast this machine's CPU is now, so that runs on different days (or a neighbour stealing
+    the CPU) can be told apart from a change in the code. Only comparable on the same Python."""
+    import json
+    import statistics
+
+    doc = {"runs": [{"info": {"run_id": f"{i:032x}", "start_time": 1_764_547_200_000 + i, "status": "FINISHED"},
+                     "data": {"metrics": [{"key": "loss", "value": i / 7, "step": i}],
+                              "params": [{"key": "lr", "value": "0.01"}]}} for i in range(2000)]}
+    times = []
+    for _ in range(reps):
+        t0 = time.process_time()
+        text = json.dumps(doc, indent=2)
+        total = sum(len(line) for line in text.splitlines())
+        total += sum(i * i % 7 for i in range(300_000))
+        times.append(time.process_time() - t0)
+    return statistics.median(times) * 1000

@@ -136,7 +136,10 @@ def render(r: dict) -> str:
       f"after the other, each on fresh databases of the same MariaDB. The machine is shared: other people's "
       f"test runs may have used it at times (1-minute load average when each contender started: "
       + ", ".join(f"{k} {_f(x.get('loadavg_at_start'), 2)}" for k, x in con.items()) + "). Absolute "
-      f"numbers are this small machine's; compare the ratios, measured side by side in one run.")
+      f"numbers are this small machine's; compare the ratios, measured side by side in one run."
+      + (f" CPU yardstick (bench/proc.py, cpu_calibration: one fixed Python workload, median of 5): "
+         f"{_f(cal.get('start'), 0)} ms at the start, {_f(cal.get('end'), 0)} ms at the end; a larger number is a "
+         f"slower CPU, for comparing runs made on different days." if (cal := r.get("calibration_ms")) else ""))
     w("")
     w("Reproduce: `bin/setup && .venv/bin/python -m bench` (about 35 min with the tuning variants, "
       "`--no-variants` about 20; `--quick` for an 8-minute smoke run, `--suite` to also time the test suite). See "

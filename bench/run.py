@@ -29,7 +29,7 @@ from pathlib import Path
 
 from bench import report
 from bench.load import run_load
-from bench.proc import cpu_delta, cpu_sample, pss_kib, session_pids
+from bench.proc import cpu_calibration, cpu_delta, cpu_sample, pss_kib, session_pids
 from bench.servers import STOCK_UVICORN, ProjectServer, StockServer
 from bench.workload import (MiB, create_experiment, create_runs, create_trainer, direct_s3, first_calls,
                             insert_runs, keepalive_probe, make_file, mlflow_client, proxy_raw, search_p50)
@@ -338,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         b = Bench(args, prof)
         b.results["machine"] = machine()
+        b.results["calibration_ms"] = {"start": cpu_calibration()}
         t0 = time.monotonic()
         try:
             b.run_servers()
@@ -347,6 +348,7 @@ def main(argv: list[str] | None = None) -> int:
                 b.run_suite()
         finally:
             b.results["wall_s"] = time.monotonic() - t0
+            b.results["calibration_ms"]["end"] = cpu_calibration()
             b.save()
             b.close()
         results = b.results

@@ -59,7 +59,7 @@ def log(msg: str) -> None:
 class Contender:
     """One server with its own databases and a 10,000-run experiment owned by a regular user."""
 
-    def __init__(self, key: str, db, s3, cpus: str) -> None:
+    def __init__(self, index: int, key: str, db, s3, cpus: str) -> None:
         self.key, self.spec = key, SPECS[key]
         safe = "".join(c if c.isalnum() else "_" for c in key)
         self.names = (f"sab_{safe}", f"sab_{safe}_auth")
@@ -74,7 +74,7 @@ class Contender:
         else:
             # an application user of its own (<user>_app, made by the admin step): the admin step of a
             # second project contender re-grants a shared one to its own databases only
-            self.srv = ProjectServer(db, f"sab_{safe}"[:24], DB_PASSWORD, name, auth_name, s3, BUCKET, name, cpus,
+            self.srv = ProjectServer(db, f"sab_{index}", DB_PASSWORD, name, auth_name, s3, BUCKET, name, cpus,
                                      self.spec.extra)
         self.db = db
         self.session = requests.Session()
@@ -122,7 +122,7 @@ def run(keys: list[str], rounds: int, cpus: str, warmup: int = 2) -> dict:
     t_start = time.monotonic()
     with MariaDB(max_connections=1000) as db, S3Server() as s3:
         s3.create_bucket(BUCKET)
-        cs = [Contender(k, db, s3, cpus) for k in keys]
+        cs = [Contender(i, k, db, s3, cpus) for i, k in enumerate(keys)]
         try:
             for c in cs:
                 c.start()
@@ -154,27 +154,38 @@ def run(keys: list[str], rounds: int, cpus: str, warmup: int = 2) -> dict:
             for c in cs:
                 c.close()
     out["wall_s"] = time.monotonic() - t_start
-    out["results"] = summarize(cs, keys[0])
     out["calls"] = {c.key: c.calls for c in cs}
+    out["results"], out["pairs"] = summarize(out["calls"], keys)
     return out
 
 
-def summarize(cs: list[Contender], ref_key: str) -> dict:
-    ref = next(c for c in cs if c.key == ref_key)
+def paired(calls: list[dict], ref: list[dict]) -> dict:
+    """Per-round wall ratios of ``calls`` to ``ref`` (the same rounds): median, 95 % bootstrap interval,
+    rounds faster; and the ratio of the two p50 server CPU times (a ratio of medians, no interval)."""
+    ratios = [a["wall_ms"] / b["wall_ms"] for a, b in zip(calls, ref, strict=True)]
+    lo, hi = bootstrap_median(ratios)
+    return {"ratio_median": statistics.median(ratios), "ratio_ci95": [lo, hi],
+            "faster_rounds": sum(r < 1 for r in ratios), "n": len(ratios),
+            "cpu_ratio": statistics.median(x["server_cpu_ms"] for x in calls)
+            / statistics.median(x["server_cpu_ms"] for x in ref)}
+
+
+def summarize(calls: dict, keys: list[str]) -> tuple[dict, dict]:
+    """Per contender and search: p50s, and the paired comparison with the reference (keys[0]);
+    besides, every other pair of contenders compared the same way ("a/b": a ÷ b)."""
+    ref = keys[0]
     res: dict = {}
-    for c in cs:
-        res[c.key] = {}
-        for s, calls in c.calls.items():
-            row = {m: statistics.median(x[m] for x in calls) for m in ("wall_ms", "server_cpu_ms", "db_cpu_ms")}
-            row.update(bytes=calls[0]["bytes"], rows=calls[0]["rows"], n=len(calls))
-            if c is not ref:
-                ratios = [a["wall_ms"] / b["wall_ms"] for a, b in zip(calls, ref.calls[s])]
-                lo, hi = bootstrap_median(ratios)
-                row.update(ratio_median=statistics.median(ratios), ratio_ci95=[lo, hi],
-                           faster_rounds=sum(r < 1 for r in ratios),
-                           cpu_ratio=row["server_cpu_ms"] / statistics.median(x["server_cpu_ms"] for x in ref.calls[s]))
-            res[c.key][s] = row
-    return res
+    for k in keys:
+        res[k] = {}
+        for s, cs in calls[k].items():
+            row = {m: statistics.median(x[m] for x in cs) for m in ("wall_ms", "server_cpu_ms", "db_cpu_ms")}
+            row.update(bytes=cs[0]["bytes"], rows=cs[0]["rows"], n=len(cs))
+            if k != ref:
+                row.update(paired(cs, calls[ref][s]))
+            res[k][s] = row
+    pairs = {f"{b}/{a}": {s: paired(calls[b][s], calls[a][s]) for s in calls[a]}
+             for i, a in enumerate(keys[1:], 1) for b in keys[i + 1:]}
+    return res, pairs
 
 
 def verdict(row: dict) -> str:
@@ -201,7 +212,7 @@ def render(out: dict) -> str:
         "as the reference's.", "",
         "Searches: " + "; ".join(f"**{k}** `{json.dumps(b)}`" for k, b in out["searches"].items()) + ".", "",
         "| Contender | search | p50 wall ms | p50 server CPU ms | p50 MariaDB CPU ms | response KiB | paired wall "
-        f"ratio ÷ {ref}, median [95 % CI] | rounds faster | server CPU ÷ {ref} | |",
+        f"ratio ÷ {ref}, median [95 % CI] | rounds faster | p50 server CPU ÷ {ref} | |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in out["contenders"]:
@@ -214,6 +225,16 @@ def render(out: dict) -> str:
                          f"{r['cpu_ratio']:.2f}× | {verdict(r)}")
             lines.append(f"| {out['labels'][k]} | {s} | {r['wall_ms']:.0f} | {r['server_cpu_ms']:.0f} | "
                          f"{r['db_cpu_ms']:.0f} | {r['bytes'] / 1024:,.0f} | {extra} |")
+    if out.get("pairs"):
+        lines += ["", "Between the other contenders (the same rounds, paired the same way):", "",
+                  "| Comparison | search | paired wall ratio, median [95 % CI] | rounds faster | p50 server CPU ratio |",
+                  "|---|---|---|---|---|"]
+        for name, per in out["pairs"].items():
+            b, a = name.split("/")
+            for s, r in per.items():
+                lo, hi = r["ratio_ci95"]
+                lines.append(f"| {out['labels'][b]} ÷ {out['labels'][a]} | {s} | {r['ratio_median']:.2f}× "
+                             f"[{lo:.2f}, {hi:.2f}] | {r['faster_rounds']}/{r['n']} | {r['cpu_ratio']:.2f}× |")
     lines += ["", "Idle CPU between calls (ms per second, 10 s sampled before the rounds): "
               + ", ".join(f"{k} {x:.1f}" for k, x in out["idle_cpu_ms_per_s"].items()) + ".", ""]
     return "\n".join(lines)
@@ -225,15 +246,21 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.search_ab", description=__doc__.split("\n\n")[0])
     ap.add_argument("--rounds", type=int, default=40)
     ap.add_argument("--with", dest="extra", default="",
-                    help="more contenders, comma-separated keys of bench/run.py (e.g. stock-auth,fastpath-off)")
+                    help="more contenders, comma-separated: fastjson-off, or keys of bench/run.py's contenders "
+                         "and variants (e.g. stock-auth,fastpath-off)")
+    ap.add_argument("--report-only", action="store_true", help="re-render bench/<OUT>.md from bench/<OUT>.json")
     ap.add_argument("--cpus", default=f"0-{(os.cpu_count() or 1) - 1}")
     ap.add_argument("--out", default="search-ab", help="writes bench/<OUT>.json and bench/<OUT>.md")
     args = ap.parse_args(argv)
-    keys = ["stock", "project"] + [k for k in args.extra.split(",") if k]
-    unknown = [k for k in keys if k not in SPECS]
-    if unknown:
-        ap.error(f"unknown contender {unknown[0]!r}; known: {', '.join(SPECS)}")
-    out = run(keys, args.rounds, args.cpus)
+    if args.report_only:
+        out = json.loads((BENCH / f"{args.out}.json").read_text())
+        out["results"], out["pairs"] = summarize(out["calls"], out["contenders"])
+    else:
+        keys = ["stock", "project"] + [k for k in args.extra.split(",") if k]
+        unknown = [k for k in keys if k not in SPECS]
+        if unknown:
+            ap.error(f"unknown contender {unknown[0]!r}; known: {', '.join(SPECS)}")
+        out = run(keys, args.rounds, args.cpus)
     (BENCH / f"{args.out}.json").write_text(json.dumps(out, indent=1, default=str))
     text = render(out)
     (BENCH / f"{args.out}.md").write_text(text)
